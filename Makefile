@@ -1,0 +1,16 @@
+# Two commands do all the set-up on a fresh machine: `make run` and `make test`.
+# Both create .venv when missing and (re)install requirements.txt when it changed.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: run test
+run: $(VENV)/.installed
+	$(PY) main.py default
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q tests
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@

@@ -1,0 +1,140 @@
+"""Config: plain defaults, overridden by a TOML file, then by `--set key=value`.
+
+Every value is type-checked against its default and range-checked here, so a typo stops the run before
+any data is loaded. User mistakes raise UserError; main.py prints its one line and exits with code 2.
+"""
+import ast
+import tomllib
+from pathlib import Path
+
+
+class UserError(Exception):
+    """A mistake the user can fix (bad file, key or value): reported as one line, exit code 2."""
+
+
+DEFAULTS = dict(
+    task="sentiment",        # sentiment | fashion | cifar10: which data set and model family
+    name="",                 # run folder name under --out; empty = the config file's stem
+    model="mlp",             # mlp | cnn
+    # MLP (sentiment and Fashion-MNIST)
+    hidden_dims=[512],       # hidden layer sizes; [] is a single linear layer
+    activation="ReLU",       # any name in mlp.ACTIVATIONS, case-insensitive
+    dropout=0.0,             # probability, applied after every hidden activation (training only)
+    # CNN (CIFAR-10)
+    widths=[64, 128, 256],   # channels of the conv groups; each group halves the resolution
+    # optimisation
+    epochs=10,
+    batch_size=256,          # examples per step
+    lr=1e-3,                 # peak learning rate (per step, not scaled by batch size)
+    optimizer="adam",        # sgd | momentum | nesterov | adam | adamw
+    momentum=0.9,            # for momentum/nesterov; beta1 for adam/adamw
+    weight_decay=0.0,        # L2 (sgd/adam) or decoupled (adamw)
+    scheduler="constant",    # constant | exponential | cosine | onecycle (per step)
+    gamma=0.9,               # exponential: lr multiplier per epoch
+    warmup=0.2,              # onecycle: fraction of steps spent warming up
+    label_smoothing=0.0,
+    seed=0,
+    device="auto",           # auto | cpu | cuda | mps
+    dev_size=5000,           # examples held out of train (seeded, stratified) for model selection
+    # sentiment features (scikit-learn TfidfVectorizer)
+    ngram_max=2,             # word n-grams 1..ngram_max
+    min_df=2,                # drop n-grams seen in fewer training reviews
+    max_features=200000,     # keep the most frequent n-grams; 0 = no limit
+    # images
+    augment=False,           # random flip + translate, on whole batches on the device (cifar10)
+    translate=2,             # pixels of random translation when augmenting
+    tta_flip=False,          # average predictions over the image and its mirror at evaluation
+    ema=0.0,                 # weight EMA decay per step; 0 = off
+    amp=True,                # CUDA only: bf16 autocast where supported, else fp16 with a grad scaler
+    compile=False,           # torch.compile the model (CUDA; slow to start)
+    channels_last=True,      # memory format for the CNN
+)
+
+CHOICES = dict(
+    task={"sentiment", "fashion", "cifar10"},
+    model={"mlp", "cnn"},
+    optimizer={"sgd", "momentum", "nesterov", "adam", "adamw"},
+    scheduler={"constant", "exponential", "cosine", "onecycle"},
+    device={"auto", "cpu", "cuda", "mps"},
+)
+
+# (low, high, low inclusive?) for numeric keys; None = unbounded on that side
+RANGES = dict(
+    epochs=(1, None, True), batch_size=(1, None, True), lr=(0, None, False), dropout=(0, 1, True),
+    momentum=(0, 1, True), weight_decay=(0, None, True), gamma=(0, 1, False), warmup=(0, 1, True),
+    label_smoothing=(0, 1, True), dev_size=(1, None, True), ngram_max=(1, 5, True), min_df=(1, None, True),
+    max_features=(0, None, True), translate=(0, 16, True), ema=(0, 1, True),
+)
+
+
+def check_value(key, value, where):
+    """Return value converted to the default's type, or raise UserError naming key and where it came from."""
+    if key not in DEFAULTS:
+        raise UserError(f"{where}: unknown key '{key}' (valid keys: {', '.join(DEFAULTS)})")
+    default = DEFAULTS[key]
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, list):
+        ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    else:
+        ok = type(value) is type(default)
+    if not ok:
+        raise UserError(f"{where}: '{key}' must be {type(default).__name__}"
+                        f"{' of ints' if isinstance(default, list) else ''}, got {value!r}")
+    if key in CHOICES and value.lower() not in CHOICES[key]:
+        raise UserError(f"{where}: '{key}' = {value!r} is not one of {', '.join(sorted(CHOICES[key]))}")
+    if key in CHOICES:
+        value = value.lower()
+    if key in RANGES:
+        lo, hi, lo_inclusive = RANGES[key]
+        if (lo is not None and (value < lo if lo_inclusive else value <= lo)) or (hi is not None and value > hi):
+            bound = f"{'>=' if lo_inclusive else '>'} {lo}" + (f" and <= {hi}" if hi is not None else "")
+            raise UserError(f"{where}: '{key}' = {value!r} is out of range (must be {bound})")
+    if key in ("hidden_dims", "widths") and any(v < 1 for v in value):
+        raise UserError(f"{where}: '{key}' = {value!r}: every size must be >= 1")
+    if key == "widths" and not value:
+        raise UserError(f"{where}: 'widths' must name at least one conv group")
+    return value
+
+
+def parse_override(text):
+    """'key=value' -> (key, value); value read as a Python/TOML literal, else kept as a string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"--set {text!r}: expected key=value")
+    raw = raw.strip()
+    lowered = {"true": True, "false": False}.get(raw.lower())
+    if lowered is not None:
+        return key.strip(), lowered
+    try:
+        return key.strip(), ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return key.strip(), raw
+
+
+def load_config(path=None, overrides=(), last=None):
+    """Defaults <- TOML file <- `key=value` overrides <- `last` (a sweep's own values, which must win)."""
+    config = dict(DEFAULTS)
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"{path}: config file not found")
+        try:
+            table = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise UserError(f"{path}: not valid TOML ({e})") from None
+        for key, value in table.items():
+            config[key] = check_value(key, value, str(path))
+        config["name"] = config["name"] or path.stem
+    for text in overrides:
+        key, value = parse_override(text)
+        config[key] = check_value(key, value, f"--set {text}")
+    for key, value in (last or {}).items():
+        config[key] = check_value(key, value, "sweep")
+    config["name"] = config["name"] or config["task"]
+    if config["model"] == "cnn" and config["task"] != "cifar10":
+        raise UserError(f"config '{config['name']}': model 'cnn' needs task 'cifar10', got '{config['task']}'")
+    return config

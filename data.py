@@ -1,0 +1,158 @@
+"""Data: IMDB reviews, Fashion-MNIST and CIFAR-10, from a local folder or downloaded the standard way.
+
+Local folders (as in ../shared/data) are tried first, so an offline machine never waits on the network:
+  DIR/imdb/train.jsonl[.gz] + test.jsonl[.gz] or test_texts.jsonl[.gz]   {"text", "label"} per line
+  DIR/fashion_mnist/ or DIR/cifar10/: train.npz (x, y) + test.npz (x, y) or test_images.npz (x)
+Otherwise the official archives are downloaded into DIR. Every problem with the files is a UserError that
+names the file and what is wrong.
+"""
+import gzip
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from config import UserError
+
+ROOT = Path(__file__).resolve().parent
+IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
+IMAGE_SHAPES = {"fashion": (28, 28), "cifar10": (32, 32, 3)}
+IMAGE_FOLDERS = {"fashion": "fashion_mnist", "cifar10": "cifar10"}
+CLASS_NAMES = {
+    "sentiment": ["negative", "positive"],
+    "fashion": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                "Ankle boot"],
+    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+}
+SPLIT_SEED = 0  # the dev split is the same for every run and seed, so runs compare on the same examples
+
+
+def resolve_data_dir(data_dir=None):
+    """--data-dir, else $DATA_DIR, else data/ beside this file."""
+    return Path(data_dir or os.environ.get("DATA_DIR") or ROOT / "data")
+
+
+def dev_split(labels, dev_size, seed=SPLIT_SEED):
+    """Seeded, stratified (train_idx, dev_idx): class balance is kept even when the file is sorted by label."""
+    if dev_size >= len(labels):
+        raise UserError(f"dev_size = {dev_size} must be smaller than the {len(labels)} training examples")
+    idx = np.arange(len(labels))
+    train_idx, dev_idx = train_test_split(idx, test_size=dev_size, stratify=labels, random_state=seed)
+    return np.sort(train_idx), np.sort(dev_idx)
+
+
+# ---------------------------------------------------------------- IMDB
+
+def read_jsonl(path, need_labels):
+    """Texts and labels (None when no line has one) of a .jsonl or .jsonl.gz file."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    texts, labels = [], []
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    raise UserError(f"{path}:{n}: not a JSON object ({line.strip()[:40]!r})") from None
+                if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+                    raise UserError(f"{path}:{n}: each line needs a string 'text'")
+                texts.append(row["text"])
+                if "label" in row:
+                    if row["label"] not in (0, 1) or isinstance(row["label"], bool):
+                        raise UserError(f"{path}:{n}: 'label' must be 0 or 1, got {row['label']!r}")
+                    labels.append(row["label"])
+    except (UnicodeDecodeError, OSError, EOFError) as e:
+        raise UserError(f"{path}: cannot read as UTF-8 JSON lines ({e})") from None
+    if not texts:
+        raise UserError(f"{path}: no reviews in the file")
+    if labels and len(labels) != len(texts):
+        raise UserError(f"{path}: 'label' is on {len(labels)} of {len(texts)} lines; give it on all or none")
+    if need_labels and not labels:
+        raise UserError(f"{path}: training reviews need a 'label' (0 or 1) on every line")
+    return texts, (np.array(labels, dtype=np.int64) if labels else None)
+
+
+def first_existing(folder, names):
+    return next((folder / n for n in names if (folder / n).is_file()), None)
+
+
+def read_acl_imdb(folder, split):
+    texts, labels = [], []
+    for label, sub in ((0, "neg"), (1, "pos")):
+        for path in sorted((folder / split / sub).glob("*.txt")):
+            texts.append(path.read_text(encoding="utf-8"))
+            labels.append(label)
+    return texts, np.array(labels, dtype=np.int64)
+
+
+def load_imdb(data_dir=None):
+    """{'train': (texts, labels), 'test': (texts, labels or None)} from DIR/imdb, DIR/aclImdb or a download."""
+    data_dir = resolve_data_dir(data_dir)
+    local = data_dir / "imdb"
+    train_file = first_existing(local, ["train.jsonl", "train.jsonl.gz"])
+    if train_file:
+        test_file = first_existing(local, ["test.jsonl", "test.jsonl.gz", "test_texts.jsonl", "test_texts.jsonl.gz"])
+        if test_file is None:
+            raise UserError(f"{local}: found {train_file.name} but no test.jsonl[.gz] or test_texts.jsonl[.gz]")
+        return {"train": read_jsonl(train_file, True), "test": read_jsonl(test_file, False)}
+    acl = data_dir / "aclImdb"
+    if not (acl / "train").is_dir():
+        from torchvision.datasets.utils import download_and_extract_archive
+        try:
+            download_and_extract_archive(IMDB_URL, download_root=str(data_dir))
+        except Exception as e:  # no network, proxy, disk full: all the same to the user
+            raise UserError(f"IMDB not found: looked for {local}/train.jsonl[.gz] and {acl}/train/, and the "
+                            f"download failed ({type(e).__name__}); put the files there or pass --data-dir "
+                            f"(or DATA_DIR) naming a folder that has imdb/") from None
+    return {"train": read_acl_imdb(acl, "train"), "test": read_acl_imdb(acl, "test")}
+
+
+# ---------------------------------------------------------------- images
+
+def read_npz(path, task, need_labels):
+    """(x uint8 [N, *shape], y int64 [N] or None) with every key, shape, dtype and range checked."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except Exception as e:
+        raise UserError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from None
+    if "x" not in arrays:
+        raise UserError(f"{path}: missing key 'x' (found: {', '.join(arrays) or 'nothing'})")
+    x, y = arrays["x"], arrays.get("y")
+    shape = IMAGE_SHAPES[task]
+    if x.dtype != np.uint8:
+        raise UserError(f"{path}: 'x' must be uint8 images, got dtype {x.dtype}")
+    if x.ndim != 1 + len(shape) or x.shape[1:] != shape:
+        raise UserError(f"{path}: 'x' must have shape [N, {', '.join(map(str, shape))}], got {list(x.shape)}")
+    if y is None:
+        if need_labels:
+            raise UserError(f"{path}: missing key 'y' (labels 0..9)")
+        return x, None
+    if y.ndim != 1 or len(y) != len(x):
+        raise UserError(f"{path}: 'y' must be one label per image: x has {len(x)}, y has shape {list(y.shape)}")
+    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() > 9:
+        raise UserError(f"{path}: 'y' labels must be integers 0..9, got {y.dtype} in [{y.min()}, {y.max()}]")
+    return x, y.astype(np.int64)
+
+
+def load_images(task, data_dir=None):
+    """{'train': (x, y), 'test': (x, y or None)}, x uint8 [N, H, W] or [N, H, W, C]."""
+    data_dir = resolve_data_dir(data_dir)
+    local = data_dir / IMAGE_FOLDERS[task]
+    if (local / "train.npz").is_file():
+        test_file = first_existing(local, ["test.npz", "test_images.npz"])
+        if test_file is None:
+            raise UserError(f"{local}: found train.npz but no test.npz or test_images.npz")
+        return {"train": read_npz(local / "train.npz", task, True), "test": read_npz(test_file, task, False)}
+    from torchvision import datasets
+    cls = datasets.FashionMNIST if task == "fashion" else datasets.CIFAR10
+    try:
+        train, test = (cls(str(data_dir), train=t, download=True) for t in (True, False))
+    except Exception as e:
+        raise UserError(f"{task} not found: looked for {local}/train.npz and torchvision's files in {data_dir}, "
+                        f"and the download failed ({type(e).__name__}); put the files there or pass "
+                        f"--data-dir (or DATA_DIR)") from None
+    as_numpy = lambda d: (np.asarray(d.data, dtype=np.uint8), np.asarray(d.targets, dtype=np.int64))
+    return {"train": as_numpy(train), "test": as_numpy(test)}

@@ -1,0 +1,96 @@
+"""One run end to end: config -> data tensors on the device -> model -> the shared loop (train.fit)."""
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from config import UserError
+from data import CLASS_NAMES, dev_split, load_images, load_imdb, resolve_data_dir
+from features import FEATURE_KEYS, tfidf_features, to_torch
+from mlp import SentimentClassifier, make_activation
+from train import fit, pick_device
+
+_loaded = {}  # a sweep loads and featurizes once; later configs with the same data settings reuse it
+
+
+def image_tensor(x, mean, std, device):
+    """uint8 [N, H, W(, C)] -> normalized float32 [N, C, H, W] on device, converted once for the whole split."""
+    x = torch.from_numpy(x).to(device)
+    x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)
+    return ((x.float() / 255 - mean) / std).contiguous()
+
+
+def load_sentiment(config, data_dir, device):
+    raw = load_imdb(data_dir)
+    texts, labels = raw["train"]
+    tr, dv = dev_split(labels, config["dev_size"])
+    parts = [[texts[i] for i in tr], [texts[i] for i in dv], raw["test"][0]]
+    (m_tr, m_dv, m_te), seconds, cached = tfidf_features(parts, config)
+    print(f"features: {m_tr.shape[1]} n-grams, {'cache' if cached else 'fitted'} in {seconds:.1f}s", flush=True)
+    y_test = raw["test"][1]
+    label = lambda a: torch.from_numpy(a).to(device)
+    return {"train": (to_torch(m_tr, device), label(labels[tr])), "dev": (to_torch(m_dv, device), label(labels[dv])),
+            "test": (to_torch(m_te, device), None if y_test is None else label(y_test)),
+            "input_dim": m_tr.shape[1], "features": {"seconds": seconds, "cached": cached, "dim": m_tr.shape[1]}}
+
+
+def load_vision(config, data_dir, device):
+    raw = load_images(config["task"], data_dir)
+    x, y = raw["train"]
+    tr, dv = dev_split(y, config["dev_size"])
+    # normalize with the training part's per-channel statistics (dev and test never leak into them)
+    pixels = x[tr].astype(np.float32) / 255
+    mean = torch.tensor(pixels.mean(axis=(0, 1, 2)), device=device).reshape(1, -1, 1, 1)  # over N, H, W
+    std = torch.tensor(pixels.std(axis=(0, 1, 2)), device=device).reshape(1, -1, 1, 1)
+    x_test, y_test = raw["test"]
+    label = lambda a: torch.from_numpy(a).to(device)
+    tensor = lambda a: image_tensor(a, mean, std, device)
+    return {"train": (tensor(x[tr]), label(y[tr])), "dev": (tensor(x[dv]), label(y[dv])),
+            "test": (tensor(x_test), None if y_test is None else label(y_test)),
+            "input_dim": int(np.prod(x.shape[1:])), "mean": mean.flatten().tolist(), "std": std.flatten().tolist()}
+
+
+def load_task(config, data_dir, device):
+    data_dir = resolve_data_dir(data_dir)
+    keys = ("task", "dev_size") + (FEATURE_KEYS if config["task"] == "sentiment" else ())
+    key = (str(data_dir), str(device)) + tuple(str(config[k]) for k in keys)
+    if key not in _loaded:
+        _loaded.clear()  # keep one data set in memory at a time
+        loader = load_sentiment if config["task"] == "sentiment" else load_vision
+        _loaded[key] = loader(config, data_dir, device)
+    return _loaded[key]
+
+
+def build_model(config, input_dim):
+    num_classes = len(CLASS_NAMES[config["task"]])
+    if config["model"] == "cnn":
+        from cnn import make_cnn
+        return make_cnn(config, num_classes)
+    return SentimentClassifier(input_dim, num_classes, config["hidden_dims"], config["activation"],
+                               config["dropout"], sparse_input=config["task"] == "sentiment")
+
+
+def run(config, data_dir=None, out_root="runs"):
+    """Train one configuration; results go to OUT/<name>/. Returns the metrics dict."""
+    start = time.perf_counter()
+    try:
+        make_activation(config["activation"])  # fail before a minute of featurization, not after
+    except ValueError as e:
+        raise UserError(f"config '{config['name']}': {e}") from None
+    device = pick_device(config["device"])
+    data = load_task(config, data_dir, device)
+    torch.manual_seed(config["seed"])  # the same seed gives the same initial weights
+    model = build_model(config, data["input_dim"]).to(device)
+    augment = None
+    if config["model"] == "cnn":
+        from augment import batch_augment
+        if config["channels_last"]:
+            model = model.to(memory_format=torch.channels_last)
+        if config["augment"]:
+            augment = lambda xb, gen: batch_augment(xb, gen, config["translate"])
+    extra = {"data_seconds": time.perf_counter() - start}
+    for key in ("features", "mean", "std"):
+        if key in data:
+            extra[key] = data[key]
+    return fit(model, data, config, Path(out_root) / config["name"], augment=augment, extra=extra)

@@ -1,0 +1,86 @@
+"""Command line. Every user mistake ends as one line on stderr and exit code 2.
+
+  python main.py run CONFIG [--data-dir DIR] [--out DIR] [--set key=value ...]
+  python main.py explore structures|activations|learning-rates|theory [--data-dir DIR] [--out DIR] [--set ...]
+  python main.py plot SWEEP_DIR          redraw a sweep's plots and summary from its saved metrics
+  python main.py default [--data-dir DIR] [--out DIR]   what `make run` runs
+"""
+import argparse
+import sys
+from pathlib import Path
+
+from config import UserError
+
+EXPLORATIONS = ["structures", "activations", "learning-rates", "theory"]
+DEFAULT_CONFIGS = ["configs/fashion_mlp.toml"]  # run after the structures sweep by `make run`
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="main.py", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    commands = {
+        "run": sub.add_parser("run", help="train one configuration"),
+        "explore": sub.add_parser("explore", help="run a sweep"),
+        "default": sub.add_parser("default", help="the default experiment suite (make run)"),
+    }
+    commands["run"].add_argument("config", help="a configs/*.toml file")
+    commands["explore"].add_argument("sweep", choices=EXPLORATIONS)
+    for p in commands.values():
+        p.add_argument("--data-dir", help="folder with imdb/, fashion_mnist/, cifar10/ (default: $DATA_DIR or data/)")
+        p.add_argument("--out", default="runs", help="results folder (default: runs)")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    plot = sub.add_parser("plot", help="redraw a sweep's plots from its metrics.json files")
+    plot.add_argument("sweep_dir")
+    return parser.parse_args(argv)
+
+
+def check_out(out):
+    if Path(out).exists() and not Path(out).is_dir():
+        raise UserError(f"--out {out}: is a file, not a folder")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.command == "plot":
+        from explore import draw_sweep
+        names = sorted(p.parent.name for p in Path(args.sweep_dir).glob("*/metrics.json"))
+        if not names:
+            raise UserError(f"{args.sweep_dir}: no */metrics.json to plot")
+        draw_sweep(args.sweep_dir, names)
+        return
+    check_out(args.out)
+    if args.command == "run":
+        from config import load_config
+        from experiment import run
+        config = load_config(args.config, args.set)
+        metrics = run(config, args.data_dir, args.out)
+        print_result(metrics, Path(args.out) / config["name"])
+    elif args.command == "explore" and args.sweep == "theory":
+        from theory import run_theory
+        run_theory(Path(args.out) / "theory")
+        print(f"theory.json and plots in {Path(args.out) / 'theory'}/")
+    elif args.command == "explore":
+        from explore import SWEEPS
+        SWEEPS[args.sweep](args.data_dir, args.out, args.set)
+    elif args.command == "default":
+        from config import load_config
+        from explore import explore_mlp_structures
+        from experiment import run
+        explore_mlp_structures(args.data_dir, args.out, args.set)
+        for path in DEFAULT_CONFIGS:
+            config = load_config(path, args.set)
+            print_result(run(config, args.data_dir, args.out), Path(args.out) / config["name"])
+
+
+def print_result(metrics, out_dir):
+    test = "withheld (see submission.csv)" if metrics["test_acc"] is None else f"{metrics['test_acc']:.4f}"
+    print(f"{metrics['name']}: best dev acc {metrics['best_dev_acc']:.4f} at epoch {metrics['best_epoch']}, "
+          f"test acc {test}, {metrics['seconds']:.0f}s; results in {out_dir}/")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,63 @@
+"""The MLP family: SentimentClassifier for TF-IDF review features, the same class for flattened images."""
+import math
+
+import torch
+from torch import nn
+
+ACTIVATIONS = {cls.__name__.lower(): cls for cls in
+               (nn.Sigmoid, nn.Tanh, nn.ReLU, nn.GELU, nn.LeakyReLU, nn.ELU, nn.SiLU, nn.Softplus, nn.Mish)}
+
+
+def make_activation(name):
+    """nn.Module for an activation name, case-insensitive ('GeLU', 'relu', ...)."""
+    cls = ACTIVATIONS.get(name.lower())
+    if cls is None:
+        raise ValueError(f"unknown activation {name!r}; valid names: "
+                         f"{', '.join(c.__name__ for c in ACTIVATIONS.values())}")
+    return cls()
+
+
+class SparseLinear(nn.EmbeddingBag):
+    """y = x @ weight + bias for a sparse CSR x, without ever densifying x.
+
+    Each row of x picks rows of weight by its non-zero columns and sums them scaled by the values: exactly
+    nn.EmbeddingBag(mode="sum") with per-sample weights. weight is [in_features, out_features], the
+    transpose of nn.Linear's, because that is the layout EmbeddingBag gathers from. The gradient stays
+    dense so every optimizer (and weight decay) works unchanged; on 200k features x 512 units that costs
+    ~0.15 s a step on 2 cores, which large batches amortise.
+    """
+
+    def __init__(self, in_features, out_features):
+        super().__init__(in_features, out_features, mode="sum")
+        self.bias = nn.Parameter(torch.empty(out_features))
+        bound = 1 / math.sqrt(in_features)  # nn.Linear's default initialisation
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x):
+        if x.layout == torch.sparse_csr:
+            return super().forward(x.col_indices(), x.crow_indices()[:-1], per_sample_weights=x.values()) + self.bias
+        return x @ self.weight + self.bias
+
+
+class SentimentClassifier(nn.Module):
+    """MLP whose layers sit in an nn.ModuleList built from consecutive pairs of [input_dim, *hidden_dims,
+    num_classes]; hidden_dims=[] is logistic regression. The activation (and dropout) follows every hidden
+    layer, never the output. sparse_input=True makes the first layer a SparseLinear for TF-IDF rows.
+    Dense inputs of any shape are flattened, so the same class is the Fashion-MNIST MLP."""
+
+    def __init__(self, input_dim, num_classes, hidden_dims, activation="ReLU", dropout=0.0, sparse_input=False):
+        super().__init__()
+        sizes = [input_dim, *hidden_dims, num_classes]
+        self.layers = nn.ModuleList(
+            SparseLinear(a, b) if sparse_input and i == 0 else nn.Linear(a, b)
+            for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])))
+        self.activation = make_activation(activation)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x):
+        if x.layout == torch.strided:
+            x = x.flatten(1)
+        for layer in self.layers[:-1]:
+            x = self.dropout(self.activation(layer(x)))
+        return self.layers[-1](x)

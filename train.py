@@ -1,0 +1,195 @@
+"""The one training loop shared by every model: fit, evaluate, predict, checkpoints, metrics.json.
+
+Data arrive as tensors already on the device ({'train': (x, y), 'dev': (x, y), 'test': (x, y or None)});
+a batch is a slice of a shuffled index, so there is no DataLoader and no per-sample collation. x may be a
+dense tensor or a sparse CSR matrix (TF-IDF rows); `take` selects rows of either.
+"""
+import copy
+import math
+import platform
+import random
+import time
+
+import numpy as np
+import sklearn
+import torch
+import torchvision
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm.auto import tqdm
+
+from config import UserError
+from files import atomic_path, write_json, write_submission
+from plots import plot_run
+
+
+def pick_device(name):
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available() or name == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"device = '{name}' is not available on this machine (use 'auto' or 'cpu')")
+    return torch.device(name)
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # seeds CUDA and MPS too
+
+
+def take(x, idx):
+    """Rows idx of a dense tensor or of a sparse CSR matrix, as the same kind of tensor."""
+    if x.layout != torch.sparse_csr:
+        return x[idx]
+    crow, col, val = x.crow_indices(), x.col_indices(), x.values()
+    starts, lengths = crow[idx], crow[idx + 1] - crow[idx]
+    new_crow = torch.zeros(len(idx) + 1, dtype=crow.dtype, device=x.device)
+    torch.cumsum(lengths, 0, out=new_crow[1:])
+    # position of every kept non-zero in the old arrays: its row's old start + its offset within the row
+    src = torch.repeat_interleave(starts - new_crow[:-1], lengths) + torch.arange(int(new_crow[-1]), device=x.device)
+    return torch.sparse_csr_tensor(new_crow, col[src], val[src], size=(len(idx), x.shape[1]), check_invariants=False)
+
+
+def make_optimizer(model, config, device):
+    name, lr, wd, mom = config["optimizer"], config["lr"], config["weight_decay"], config["momentum"]
+    params = [p for p in model.parameters() if p.requires_grad]
+    if name in ("sgd", "momentum", "nesterov"):
+        return torch.optim.SGD(params, lr=lr, momentum=0.0 if name == "sgd" else mom,
+                               nesterov=name == "nesterov", weight_decay=wd)
+    # fused Adam is one kernel over all parameters: ~7x faster than the for-each version on the 100M-weight
+    # sparse layer here (0.055 s vs 0.38 s a step on 2 cores)
+    fused = device.type in ("cpu", "cuda")
+    cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+    return cls(params, lr=lr, betas=(mom, 0.999), weight_decay=wd, fused=fused)
+
+
+def make_scheduler(optimizer, config, steps_per_epoch):
+    """Learning-rate multiplier updated every step, so short runs get a smooth schedule."""
+    total = config["epochs"] * steps_per_epoch
+    name = config["scheduler"]
+    if name == "onecycle":  # linear warmup then linear decay; momentum left as configured
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config["lr"], total_steps=total,
+                                                   pct_start=config["warmup"], anneal_strategy="linear",
+                                                   cycle_momentum=False, div_factor=10, final_div_factor=100)
+    factor = {"constant": lambda s: 1.0,
+              "exponential": lambda s: config["gamma"] ** (s / steps_per_epoch),
+              "cosine": lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))}[name]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def autocast(device, enabled):
+    """bf16 where the GPU supports it (no scaler needed), else fp16; a no-op on CPU and MPS."""
+    if device.type != "cuda" or not enabled:
+        return torch.autocast(device.type, enabled=False)
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+@torch.inference_mode()
+def evaluate(model, x, y, config, batch_size=2048):
+    """(mean loss or None, accuracy or None, predicted classes) of model on x; eval mode, no autograd."""
+    model.eval()
+    criterion = nn.CrossEntropyLoss(reduction="sum")
+    device = x.device
+    loss, correct, preds = 0.0, 0, []
+    for i in range(0, x.shape[0], batch_size):
+        xb = take(x, torch.arange(i, min(i + batch_size, x.shape[0]), device=device))
+        with autocast(device, config["amp"]):
+            logits = model(xb).float()
+            if config["tta_flip"] and xb.dim() == 4:  # mirror images are as likely as the originals
+                logits = (logits + model(xb.flip(-1)).float()) / 2
+        preds.append(logits.argmax(1))
+        if y is not None:
+            yb = y[i:i + batch_size]
+            loss += criterion(logits, yb).item()
+            correct += (preds[-1] == yb).sum().item()
+    preds = torch.cat(preds).cpu()
+    if y is None:
+        return None, None, preds
+    return loss / len(y), correct / len(y), preds
+
+
+def versions():
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "sklearn": sklearn.__version__, "numpy": np.__version__}
+
+
+def fit(model, data, config, out_dir, augment=None, extra=None):
+    """Train, keep the best-on-dev weights, test them, write OUT files; return the metrics dict.
+
+    augment(xb, generator) -> xb runs on each training batch (whole-batch, on the device)."""
+    start = time.perf_counter()
+    device = data["train"][0].device
+    seed_everything(config["seed"])
+    gen = torch.Generator(device=device).manual_seed(config["seed"])  # batch order and augmentation
+    (x, y), (x_dev, y_dev) = data["train"], data["dev"]
+    n = x.shape[0]
+    steps = math.ceil(n / config["batch_size"])
+    optimizer = make_optimizer(model, config, device)
+    scheduler = make_scheduler(optimizer, config, steps)
+    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and config["amp"]
+                                  and not torch.cuda.is_bf16_supported())
+    criterion = nn.CrossEntropyLoss(label_smoothing=config["label_smoothing"])
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config["ema"]), use_buffers=True) \
+        if config["ema"] > 0 else None
+    step_model = torch.compile(model) if config["compile"] else model
+    eval_model = ema.module if ema is not None else model  # the averaged copy is what we evaluate and save
+    history, best = [], {"dev_acc": -1.0}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for epoch in range(1, config["epochs"] + 1):
+        t0 = time.perf_counter()
+        model.train()
+        perm = torch.randperm(n, device=device, generator=gen)
+        loss_sum = torch.zeros((), device=device)  # summed on the device: no sync per step
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        bar = tqdm(range(steps), desc=f"{config['name']} {epoch}/{config['epochs']}", leave=False)
+        for i in bar:
+            idx = perm[i * config["batch_size"]:(i + 1) * config["batch_size"]]
+            xb, yb = take(x, idx), y[idx]
+            if augment is not None:
+                xb = augment(xb, gen)
+            with autocast(device, config["amp"]):
+                logits = step_model(xb)
+                loss = criterion(logits.float(), yb)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            if ema is not None:
+                ema.update_parameters(model)
+            loss_sum += loss.detach() * len(idx)
+            correct += (logits.argmax(1) == yb).sum()
+            if i % 20 == 19:
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+        train_loss = loss_sum.item() / n
+        if not math.isfinite(train_loss):
+            raise UserError(f"run '{config['name']}' diverged at epoch {epoch} (train loss {train_loss}); "
+                            f"lower lr (now {config['lr']})")
+        dev_loss, dev_acc, _ = evaluate(eval_model, x_dev, y_dev, config)
+        history.append({"epoch": epoch, "train_loss": train_loss, "train_acc": correct.item() / n,
+                        "dev_loss": dev_loss, "dev_acc": dev_acc, "seconds": time.perf_counter() - t0,
+                        "lr": optimizer.param_groups[0]["lr"]})
+        print(f"{config['name']} epoch {epoch}: train loss {train_loss:.4f} acc {history[-1]['train_acc']:.4f} | "
+              f"dev loss {dev_loss:.4f} acc {dev_acc:.4f} | {history[-1]['seconds']:.1f}s", flush=True)
+        if dev_acc > best["dev_acc"]:
+            best = {"dev_acc": dev_acc, "epoch": epoch, "state": copy.deepcopy(eval_model.state_dict())}
+            save_checkpoint(out_dir / "model.pt", best["state"], config, epoch, dev_acc)
+    eval_model.load_state_dict(best["state"])
+    x_test, y_test = data["test"]
+    _, test_acc, preds = evaluate(eval_model, x_test, y_test, config)
+    if y_test is None:
+        write_submission(out_dir / "submission.csv", preds.tolist())
+    metrics = {"name": config["name"], "config": config, "seed": config["seed"], "versions": versions(),
+               "device": str(device), "params": sum(p.numel() for p in model.parameters()),
+               "history": history, "best_epoch": best["epoch"], "best_dev_acc": best["dev_acc"],
+               "test_acc": test_acc, "seconds": time.perf_counter() - start, **(extra or {})}
+    write_json(out_dir / "metrics.json", metrics)
+    plot_run(history, out_dir, config["name"])
+    return metrics
+
+
+def save_checkpoint(path, state, config, epoch, dev_acc):
+    """Best weights with the config that builds them, so `predict` needs nothing else."""
+    with atomic_path(path) as tmp:
+        torch.save({"model": state, "config": config, "epoch": epoch, "dev_acc": dev_acc}, tmp)
