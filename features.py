@@ -54,10 +54,11 @@ def load_matrices(path, count):
                 for i in range(count)]
 
 
-def tfidf_features(parts, config, cache_dir=CACHE_DIR):
+def tfidf_features(parts, config, cache_dir=None):
     """[train_texts, *other_texts] -> list of float32 CSR matrices; the vectorizer sees parts[0] only.
 
     Returns (matrices, seconds, cached)."""
+    cache_dir = cache_dir or CACHE_DIR
     settings = {k: config[k] for k in FEATURE_KEYS}
     path = cache_dir / f"tfidf-{cache_key(parts, settings)}.npz"
     start = time.perf_counter()

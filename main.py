@@ -40,7 +40,16 @@ def check_out(out):
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    """Exit code: 0 on success, 2 for a user mistake (one line on stderr, no traceback)."""
+    try:
+        dispatch(parse_args(argv))
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def dispatch(args):
     if args.command == "plot":
         from explore import draw_sweep
         names = sorted(p.parent.name for p in Path(args.sweep_dir).glob("*/metrics.json"))
@@ -79,8 +88,4 @@ def print_result(metrics, out_dir):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(main())

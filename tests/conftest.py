@@ -1,0 +1,66 @@
+"""Small generated data sets, so the suite never needs ../shared or the network."""
+import gzip
+import json
+import random
+
+import numpy as np
+import pytest
+
+import features
+
+POSITIVE = "great superb wonderful loved brilliant moving fun excellent".split()
+NEGATIVE = "awful boring terrible hated dull waste poor worst".split()
+NEUTRAL = "the movie film plot actor scene story it was and a of director".split()
+
+
+def make_review(rng, label):
+    """A review of neutral words with a few of its class's words: linearly separable, like easy IMDB."""
+    words = rng.choices(NEUTRAL, k=12) + rng.choices(POSITIVE if label else NEGATIVE, k=3)
+    rng.shuffle(words)
+    return " ".join(words) + " <br /><br />"
+
+
+def write_jsonl(path, rows):
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wt", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+
+
+@pytest.fixture(autouse=True)
+def cache_in_tmp(tmp_path, monkeypatch):
+    """Feature caches go to the test's own folder, never to the project's data/cache."""
+    monkeypatch.setattr(features, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.delenv("DATA_DIR", raising=False)
+
+
+@pytest.fixture
+def imdb_dir(tmp_path):
+    """DIR/imdb with 400 labelled training reviews (sorted by label, like the real file) and 100 unlabelled."""
+    rng = random.Random(0)
+    folder = tmp_path / "data" / "imdb"
+    folder.mkdir(parents=True)
+    labels = [0] * 200 + [1] * 200
+    write_jsonl(folder / "train.jsonl.gz", [{"text": make_review(rng, y), "label": y} for y in labels])
+    write_jsonl(folder / "test_texts.jsonl.gz", [{"text": make_review(rng, i % 2)} for i in range(100)])
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def fashion_dir(tmp_path):
+    """DIR/fashion_mnist with 300 28x28 images whose class sets the brightness of one row band."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "data" / "fashion_mnist"
+    folder.mkdir(parents=True)
+
+    def images(n):
+        y = np.arange(n) % 10
+        x = rng.integers(0, 60, size=(n, 28, 28), dtype=np.uint8)
+        for i, c in enumerate(y):
+            x[i, 2 * c + 4:2 * c + 6] = 250
+        return x, y.astype(np.uint8)
+
+    x, y = images(300)
+    np.savez(folder / "train.npz", x=x, y=y)
+    np.savez(folder / "test_images.npz", x=images(40)[0])
+    return tmp_path / "data"

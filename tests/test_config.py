@@ -1,0 +1,93 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from config import DEFAULTS, UserError, load_config
+from main import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path, text, name="exp.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_file_overrides_defaults_and_set_overrides_file(tmp_path):
+    path = write(tmp_path, "lr = 0.01\nepochs = 3\nhidden_dims = [64, 32]\n")
+    config = load_config(path, ["epochs=5", "activation=tanh"])
+    assert (config["lr"], config["epochs"], config["hidden_dims"], config["activation"]) == (0.01, 5, [64, 32], "tanh")
+    assert config["name"] == "exp"  # the file's stem names the run
+    assert config["batch_size"] == DEFAULTS["batch_size"]
+
+
+def test_ints_are_accepted_where_floats_are_expected():
+    assert load_config(None, ["lr=1"])["lr"] == 1.0
+
+
+def test_every_shipped_config_is_valid():
+    for path in sorted((ROOT / "configs").glob("*.toml")):
+        load_config(path)
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("lr_rate=0.1", "unknown key 'lr_rate'"),
+    ("epochs=2.5", "'epochs' must be int"),
+    ("epochs=0", "'epochs' = 0 is out of range"),
+    ("batch_size=0", "'batch_size' = 0 is out of range"),
+    ("lr=0", "'lr' = 0.0 is out of range"),
+    ("lr=-1e-3", "'lr' = -0.001 is out of range"),
+    ("hidden_dims=[512, 0]", "'hidden_dims' = [512, 0]: every size must be >= 1"),
+    ("hidden_dims=512", "'hidden_dims' must be list"),
+    ("optimizer=rmsprop", "'optimizer' = 'rmsprop' is not one of"),
+    ("scheduler=step", "'scheduler' = 'step' is not one of"),
+    ("device=tpu", "'device' = 'tpu' is not one of"),
+    ("dropout=1.5", "'dropout' = 1.5 is out of range"),
+    ("augment=yes", "'augment' must be bool"),
+    ("epochs", "expected key=value"),
+])
+def test_bad_values_are_rejected_with_a_message_naming_the_key(setting, message):
+    with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_config(None, [setting])
+
+
+def test_bad_key_in_a_file_names_the_file(tmp_path):
+    path = write(tmp_path, "epochs = 3\nbatchsize = 64\n")
+    with pytest.raises(UserError, match=f"{path}: unknown key 'batchsize'"):
+        load_config(path)
+
+
+def test_malformed_toml_names_the_file(tmp_path):
+    path = write(tmp_path, "epochs = = 3\n")
+    with pytest.raises(UserError, match=f"{path}: not valid TOML"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "missing.toml"], "missing.toml: config file not found"),
+    (["run", "configs/sentiment_mlp.toml", "--set", "epochs=0"], "'epochs' = 0 is out of range"),
+    (["run", "configs/sentiment_mlp.toml", "--set", "activation=swish2"], "unknown activation 'swish2'"),
+    (["explore", "structures", "--set", "lr=-1"], "'lr' = -1.0 is out of range"),
+])
+def test_user_mistakes_exit_2_with_one_line(argv, message, capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(ROOT)
+    assert main([*argv, "--out", str(tmp_path / "runs"), "--data-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_out_path_that_is_a_file_is_refused(tmp_path, capsys):
+    (tmp_path / "results").write_text("keep me")
+    assert main(["run", str(ROOT / "configs/sentiment_mlp.toml"), "--out", str(tmp_path / "results")]) == 2
+    assert "is a file" in capsys.readouterr().err
+    assert (tmp_path / "results").read_text() == "keep me"
+
+
+def test_the_command_line_exits_2_without_traceback(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "main.py"), "run", str(ROOT / "configs/sentiment_mlp.toml"),
+                             "--set", "batch_size=0", "--out", str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error:") and "Traceback" not in result.stderr

@@ -1,0 +1,84 @@
+import pytest
+import torch
+from torch import nn
+
+from features import to_torch
+from mlp import ACTIVATIONS, SentimentClassifier, SparseLinear, make_activation
+
+
+@pytest.mark.parametrize("hidden_dims", [[], [512], [512, 512], [512, 512, 512], [7, 3]])
+def test_layers_come_from_consecutive_size_pairs(hidden_dims):
+    model = SentimentClassifier(50, 2, hidden_dims)
+    sizes = [50, *hidden_dims, 2]
+    assert isinstance(model.layers, nn.ModuleList)
+    assert [(l.in_features, l.out_features) for l in model.layers] == list(zip(sizes[:-1], sizes[1:]))
+    assert model(torch.randn(4, 50)).shape == (4, 2)
+
+
+def test_empty_hidden_dims_is_a_single_linear_layer():
+    model = SentimentClassifier(10, 3, [])
+    assert len(model.layers) == 1
+    x = torch.randn(5, 10)
+    assert torch.allclose(model(x), model.layers[0](x))
+
+
+def test_activation_follows_hidden_layers_but_not_the_output():
+    model = SentimentClassifier(4, 2, [3], activation="ReLU")
+    with torch.no_grad():
+        model.layers[1].weight.fill_(-1.0)
+        model.layers[1].bias.fill_(-1.0)
+    assert (model(torch.randn(8, 4)) < 0).all()  # a ReLU on the output could not be negative
+
+
+@pytest.mark.parametrize("name", ["Sigmoid", "Tanh", "ReLU", "GELU", "GeLU", "LeakyReLU", "ELU", "SiLU",
+                                  "Softplus", "relu", "SIGMOID"])
+def test_every_activation_name_builds_and_runs(name):
+    model = SentimentClassifier(6, 2, [5], activation=name)
+    assert type(model.activation).__name__.lower() == name.lower()
+    assert model(torch.randn(3, 6)).shape == (3, 2)
+
+
+def test_unknown_activation_raises_value_error_listing_valid_names():
+    with pytest.raises(ValueError, match="unknown activation 'swish2'.*Sigmoid.*ReLU.*GELU"):
+        make_activation("swish2")
+    assert len(ACTIVATIONS) >= 8
+
+
+def test_sparse_first_layer_equals_dense_reference():
+    torch.manual_seed(0)
+    dense = torch.rand(6, 40) * (torch.rand(6, 40) < 0.2)  # mostly zeros, like TF-IDF rows
+    import scipy.sparse as sp
+    x = to_torch(sp.csr_matrix(dense.numpy()))
+    layer = SparseLinear(40, 8)
+    reference = nn.Linear(40, 8)
+    with torch.no_grad():
+        reference.weight.copy_(layer.weight.T)
+        reference.bias.copy_(layer.bias)
+    assert torch.allclose(layer(x), reference(dense), atol=1e-6)
+    assert torch.allclose(layer(dense), reference(dense), atol=1e-6)
+    # and the gradients agree too
+    layer(x).square().sum().backward()
+    reference(dense).square().sum().backward()
+    assert torch.allclose(layer.weight.grad, reference.weight.grad.T, atol=1e-5)
+
+
+def test_sparse_model_matches_the_same_model_on_dense_input():
+    import scipy.sparse as sp
+    torch.manual_seed(0)
+    dense = torch.rand(5, 30) * (torch.rand(5, 30) < 0.3)
+    model = SentimentClassifier(30, 2, [16, 8], activation="tanh", sparse_input=True).eval()
+    assert torch.allclose(model(to_torch(sp.csr_matrix(dense.numpy()))), model(dense), atol=1e-6)
+
+
+def test_dense_images_are_flattened():
+    model = SentimentClassifier(28 * 28, 10, [32])
+    assert model(torch.randn(4, 1, 28, 28)).shape == (4, 10)
+
+
+def test_dropout_is_on_in_training_and_off_in_evaluation():
+    model = SentimentClassifier(20, 2, [64], dropout=0.5)
+    x = torch.randn(3, 20)
+    model.train()
+    assert not torch.equal(model(x), model(x))
+    model.eval()
+    assert torch.equal(model(x), model(x))

@@ -1,0 +1,43 @@
+import pytest
+from matplotlib import pyplot as plt
+
+import plots
+from plots import visualize_configs, visualize_epochs
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """Keep each figure open long enough to inspect what was drawn."""
+    figures, close = [], plt.close
+    monkeypatch.setattr(plots.plt, "close", figures.append)
+    yield figures
+    for fig in figures:
+        close(fig)
+
+
+def test_visualize_epochs_writes_a_png_with_train_and_dev_lines(tmp_path, drawn):
+    visualize_epochs([0.7, 0.4, 0.3], [0.6, 0.5, 0.55], tmp_path / "loss.png")
+    assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ax = drawn[0].axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["train", "dev"]
+    assert ax.get_xlabel() == "epoch" and ax.get_ylabel() == "loss" and ax.get_title()
+
+
+def test_visualize_configs_draws_one_line_per_config(tmp_path, drawn):
+    stats = [[0.8, 0.85], [0.7, 0.9, 0.91], [0.6]]
+    visualize_configs(stats, ["a", "b", "c"], "dev accuracy", tmp_path / "acc.png")
+    assert (tmp_path / "acc.png").stat().st_size > 0
+    ax = drawn[0].axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a", "b", "c"]
+    assert ax.get_ylabel() == "dev accuracy"
+
+
+def test_axis_limits_follow_the_data_so_no_curve_is_clipped(tmp_path, drawn):
+    visualize_configs([[5.0, 40.0], [0.001, 0.002]], ["big", "small"], "dev loss", tmp_path / "loss.png")
+    low, high = drawn[0].axes[0].get_ylim()
+    assert low < 0.001 and high > 40.0
+
+
+def test_no_temporary_files_are_left_beside_the_plot(tmp_path):
+    visualize_epochs([1, 0.5], [1, 0.7], tmp_path / "loss.png")
+    assert [p.name for p in tmp_path.iterdir()] == ["loss.png"]

@@ -1,0 +1,89 @@
+import csv
+import json
+
+import pytest
+import torch
+
+from config import load_config
+from experiment import build_model, load_task, run
+from train import evaluate, take
+
+
+def tiny(**changes):
+    """A small, fast sentiment config: 400 generated reviews, 100 held out for dev."""
+    sets = {"dev_size": 100, "epochs": 4, "batch_size": 32, "hidden_dims": [16], "lr": 0.01, "min_df": 1,
+            "device": "cpu", "name": "tiny", **changes}
+    return load_config(None, [f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in sets.items()])
+
+
+def test_training_on_generated_reviews_reaches_high_accuracy(imdb_dir, tmp_path):
+    metrics = run(tiny(), imdb_dir, tmp_path / "runs")
+    assert metrics["best_dev_acc"] >= 0.95
+    assert metrics["history"][-1]["train_loss"] < metrics["history"][0]["train_loss"]
+
+
+def test_a_run_writes_metrics_checkpoint_plots_and_submission(imdb_dir, tmp_path):
+    out = tmp_path / "runs" / "tiny"
+    metrics = run(tiny(), imdb_dir, tmp_path / "runs")
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved == json.loads(json.dumps(metrics))
+    assert saved["config"]["lr"] == 0.01 and saved["seed"] == 0 and "torch" in saved["versions"]
+    assert [h["epoch"] for h in saved["history"]] == [1, 2, 3, 4]
+    assert set(saved["history"][0]) >= {"epoch", "train_loss", "train_acc", "dev_loss", "dev_acc", "seconds"}
+    assert saved["best_dev_acc"] == max(h["dev_acc"] for h in saved["history"])
+    assert saved["test_acc"] is None  # the generated test file has no labels
+    for name in ("model.pt", "loss.png", "accuracy.png", "submission.csv"):
+        assert (out / name).stat().st_size > 0
+
+
+def test_submission_has_kaggle_header_ids_from_one_and_class_indices(imdb_dir, tmp_path):
+    run(tiny(), imdb_dir, tmp_path / "runs")
+    with open(tmp_path / "runs" / "tiny" / "submission.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["Id", "Category"]
+    assert [int(r[0]) for r in rows[1:]] == list(range(1, 101))
+    assert {r[1] for r in rows[1:]} <= {"0", "1"}
+
+
+def test_reloaded_checkpoint_predicts_identically(imdb_dir, tmp_path):
+    config = tiny()
+    run(config, imdb_dir, tmp_path / "runs")
+    data = load_task(config, imdb_dir, torch.device("cpu"))
+    checkpoint = torch.load(tmp_path / "runs" / "tiny" / "model.pt", weights_only=True)
+    model = build_model(checkpoint["config"], data["input_dim"])
+    model.load_state_dict(checkpoint["model"])
+    _, dev_acc, _ = evaluate(model, *data["dev"], config)
+    assert dev_acc == checkpoint["dev_acc"]
+    _, _, preds = evaluate(model, data["test"][0], None, config)
+    with open(tmp_path / "runs" / "tiny" / "submission.csv") as f:
+        assert [int(line.split(",")[1]) for line in f.readlines()[1:]] == preds.tolist()
+
+
+def test_same_seed_gives_identical_history(imdb_dir, tmp_path):
+    strip = lambda m: [{k: v for k, v in h.items() if k != "seconds"} for h in m["history"]]
+    a = run(tiny(), imdb_dir, tmp_path / "a")
+    b = run(tiny(), imdb_dir, tmp_path / "b")
+    assert strip(a) == strip(b)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "nesterov", "adam", "adamw"])
+@pytest.mark.parametrize("scheduler", ["constant", "exponential", "cosine", "onecycle"])
+def test_every_optimizer_and_scheduler_trains(imdb_dir, tmp_path, optimizer, scheduler):
+    lr = 0.5 if optimizer in ("sgd", "momentum", "nesterov") else 0.01
+    metrics = run(tiny(optimizer=optimizer, scheduler=scheduler, lr=lr, epochs=2), imdb_dir, tmp_path)
+    assert metrics["history"][-1]["train_loss"] < 0.7  # below chance-level cross-entropy (ln 2)
+
+
+def test_take_selects_the_same_rows_of_sparse_and_dense_matrices():
+    torch.manual_seed(0)
+    dense = torch.rand(9, 7) * (torch.rand(9, 7) < 0.4)
+    idx = torch.tensor([8, 0, 3, 3, 5])
+    assert torch.equal(take(dense.to_sparse_csr(), idx).to_dense(), take(dense, idx))
+
+
+def test_second_run_reads_features_from_the_cache(imdb_dir, tmp_path):
+    from experiment import _loaded
+    first = run(tiny(), imdb_dir, tmp_path / "a")
+    _loaded.clear()  # a new process: only the disk cache is left
+    second = run(tiny(), imdb_dir, tmp_path / "b")
+    assert (first["features"]["cached"], second["features"]["cached"]) == (False, True)
