@@ -20,6 +20,7 @@ DEFAULTS = dict(
     hidden_dims=[512],       # hidden layer sizes; [] is a single linear layer
     activation="ReLU",       # any name in mlp.ACTIVATIONS, case-insensitive
     dropout=0.0,             # probability, applied after every hidden activation (training only)
+    init="default",          # default (PyTorch's) | zeros | constant | normal (std 1) | xavier | kaiming
     # CNN (CIFAR-10)
     widths=[64, 128, 256],   # channels of the conv groups; each group halves the resolution
     # optimisation
@@ -45,7 +46,7 @@ DEFAULTS = dict(
     translate=2,             # pixels of random translation when augmenting
     tta_flip=False,          # average predictions over the image and its mirror at evaluation
     ema=0.0,                 # weight EMA decay per step; 0 = off
-    amp=True,                # CUDA only: bf16 autocast where supported, else fp16 with a grad scaler
+    amp=False,               # mixed precision: bf16 on CUDA (else fp16 + grad scaler) and on bf16 CPUs
     compile=False,           # torch.compile the model (CUDA; slow to start)
     channels_last=True,      # memory format for the CNN
 )
@@ -53,6 +54,7 @@ DEFAULTS = dict(
 CHOICES = dict(
     task={"sentiment", "fashion", "cifar10"},
     model={"mlp", "cnn"},
+    init={"default", "zeros", "constant", "normal", "xavier", "kaiming"},
     optimizer={"sgd", "momentum", "nesterov", "adam", "adamw"},
     scheduler={"constant", "exponential", "cosine", "onecycle"},
     device={"auto", "cpu", "cuda", "mps"},

@@ -5,10 +5,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from augment import batch_augment
 from config import UserError
 from data import CLASS_NAMES, dev_split, load_images, load_imdb, resolve_data_dir
 from features import FEATURE_KEYS, tfidf_features, to_torch
-from mlp import SentimentClassifier, make_activation
+from mlp import SentimentClassifier, initialize, make_activation
 from train import fit, pick_device
 
 _loaded = {}  # a sweep loads and featurizes once; later configs with the same data settings reuse it
@@ -32,7 +33,8 @@ def load_sentiment(config, data_dir, device):
     label = lambda a: torch.from_numpy(a).to(device)
     return {"train": (to_torch(m_tr, device), label(labels[tr])), "dev": (to_torch(m_dv, device), label(labels[dv])),
             "test": (to_torch(m_te, device), None if y_test is None else label(y_test)),
-            "input_dim": m_tr.shape[1], "features": {"seconds": seconds, "cached": cached, "dim": m_tr.shape[1]}}
+            "meta": {"classes": CLASS_NAMES["sentiment"], "input_dim": m_tr.shape[1],
+                     "features": {"seconds": seconds, "cached": cached}}}
 
 
 def load_vision(config, data_dir, device):
@@ -48,7 +50,8 @@ def load_vision(config, data_dir, device):
     tensor = lambda a: image_tensor(a, mean, std, device)
     return {"train": (tensor(x[tr]), label(y[tr])), "dev": (tensor(x[dv]), label(y[dv])),
             "test": (tensor(x_test), None if y_test is None else label(y_test)),
-            "input_dim": int(np.prod(x.shape[1:])), "mean": mean.flatten().tolist(), "std": std.flatten().tolist()}
+            "meta": {"classes": CLASS_NAMES[config["task"]], "input_dim": int(np.prod(x.shape[1:])),
+                     "mean": mean.flatten().tolist(), "std": std.flatten().tolist()}}
 
 
 def load_task(config, data_dir, device):
@@ -67,8 +70,9 @@ def build_model(config, input_dim):
     if config["model"] == "cnn":
         from cnn import make_cnn
         return make_cnn(config, num_classes)
-    return SentimentClassifier(input_dim, num_classes, config["hidden_dims"], config["activation"],
-                               config["dropout"], sparse_input=config["task"] == "sentiment")
+    model = SentimentClassifier(input_dim, num_classes, config["hidden_dims"], config["activation"],
+                                config["dropout"], sparse_input=config["task"] == "sentiment")
+    return initialize(model, config["init"])
 
 
 def run(config, data_dir=None, out_root="runs"):
@@ -81,16 +85,45 @@ def run(config, data_dir=None, out_root="runs"):
     device = pick_device(config["device"])
     data = load_task(config, data_dir, device)
     torch.manual_seed(config["seed"])  # the same seed gives the same initial weights
-    model = build_model(config, data["input_dim"]).to(device)
+    model = build_model(config, data["meta"]["input_dim"]).to(device)
+    if config["model"] == "cnn" and config["channels_last"]:
+        model = model.to(memory_format=torch.channels_last)  # NHWC: the layout oneDNN and cuDNN convs prefer
     augment = None
-    if config["model"] == "cnn":
-        from augment import batch_augment
-        if config["channels_last"]:
-            model = model.to(memory_format=torch.channels_last)
-        if config["augment"]:
-            augment = lambda xb, gen: batch_augment(xb, gen, config["translate"])
-    extra = {"data_seconds": time.perf_counter() - start}
-    for key in ("features", "mean", "std"):
-        if key in data:
-            extra[key] = data[key]
-    return fit(model, data, config, Path(out_root) / config["name"], augment=augment, extra=extra)
+    if config["augment"] and config["task"] != "sentiment":
+        augment = lambda xb, gen: batch_augment(xb, gen, config["translate"])
+    return fit(model, data, config, Path(out_root) / config["name"], augment=augment,
+               extra={"data_seconds": time.perf_counter() - start})
+
+
+def load_checkpoint(run_dir):
+    """(model in eval mode, checkpoint dict) from RUN_DIR/model.pt, with one-line errors for bad files."""
+    path = Path(run_dir) / "model.pt"
+    if not path.is_file():
+        raise UserError(f"{path}: no checkpoint (train with `main.py run` first)")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        model = build_model(checkpoint["config"], checkpoint["meta"]["input_dim"])
+        model.load_state_dict(checkpoint["model"])
+    except Exception as e:  # truncated file, another program's .pt, a mismatched state dict
+        raise UserError(f"{path}: not a readable checkpoint of this toolkit ({type(e).__name__})") from None
+    return model.eval(), checkpoint
+
+
+def predict(run_dir, images, out):
+    """Write a Kaggle submission (Id,Category) for the images in an .npz file with the run's best weights."""
+    from data import read_npz
+    from files import write_submission
+    from train import evaluate
+    model, checkpoint = load_checkpoint(run_dir)
+    config, meta = checkpoint["config"], checkpoint["meta"]
+    if config["task"] == "sentiment":
+        raise UserError(f"{run_dir}: predict takes images; a sentiment run writes submission.csv for its test texts")
+    device = pick_device(config["device"])
+    x, _ = read_npz(Path(images), config["task"], need_labels=False)
+    mean, std = (torch.tensor(meta[k], device=device).view(1, -1, 1, 1) for k in ("mean", "std"))
+    model = model.to(device)
+    if config["model"] == "cnn" and config["channels_last"]:
+        model = model.to(memory_format=torch.channels_last)
+    _, _, preds = evaluate(model, image_tensor(x, mean, std, device), None, config)
+    write_submission(out, preds.tolist())
+    return preds

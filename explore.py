@@ -11,7 +11,7 @@ from config import load_config
 from data import ROOT
 from experiment import run
 from files import write_csv
-from plots import visualize_configs, visualize_epochs
+from plots import plot_spread, visualize_configs, visualize_epochs
 
 SENTIMENT_BASE = ROOT / "configs" / "sentiment_mlp.toml"
 SUMMARY_HEADER = ["config", "best_dev_acc", "best_epoch", "test_acc", "seconds"]
@@ -71,5 +71,23 @@ def explore_mlp_learning_rates(data_dir=None, out="runs", overrides=()):
                  overrides=[*overrides, "hidden_dims=[512]"])
 
 
+def explore_init(data_dir=None, out="runs", overrides=(), seeds=(0, 1, 2)):
+    """Fashion-MNIST MLP under five initializations, several seeds each: mean and spread of dev accuracy."""
+    inits = ["zeros", "constant", "normal", "xavier", "kaiming"]
+    sweep_dir = Path(out) / "init"
+    configs = [load_config(ROOT / "configs" / "fashion_init.toml", overrides,
+                           last={"init": init, "seed": seed, "name": f"{init}-seed{seed}"})
+               for init in inits for seed in seeds]
+    metrics = [run(config, data_dir, sweep_dir) for config in configs]
+    curves = {init: [[h["dev_acc"] for h in m["history"]] for m in metrics if m["config"]["init"] == init]
+              for init in inits}
+    plot_spread(curves, "dev accuracy", "initialization: mean and min-max over seeds", sweep_dir / "dev_acc.png")
+    rows = [[m["name"], f"{m['best_dev_acc']:.4f}", m["best_epoch"], "", f"{m['seconds']:.1f}"] for m in metrics]
+    write_csv(sweep_dir / "summary.csv", SUMMARY_HEADER, rows)
+    print_table(SUMMARY_HEADER, rows)
+    print(f"plots and summary.csv in {sweep_dir}/", flush=True)
+    return metrics
+
+
 SWEEPS = {"structures": explore_mlp_structures, "activations": explore_mlp_activations,
-          "learning-rates": explore_mlp_learning_rates}
+          "learning-rates": explore_mlp_learning_rates, "init": explore_init}

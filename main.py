@@ -1,7 +1,9 @@
 """Command line. Every user mistake ends as one line on stderr and exit code 2.
 
   python main.py run CONFIG [--data-dir DIR] [--out DIR] [--set key=value ...]
-  python main.py explore structures|activations|learning-rates|theory [--data-dir DIR] [--out DIR] [--set ...]
+  python main.py explore structures|activations|learning-rates|init|theory [--data-dir DIR] [--out DIR] [--set ...]
+  python main.py predict RUN_DIR --images FILE.npz [--out submission.csv]
+  python main.py bench [--data-dir DIR] [--out DIR] [--quick]   toolkit vs textbook loop vs scikit-learn
   python main.py plot SWEEP_DIR          redraw a sweep's plots and summary from its saved metrics
   python main.py default [--data-dir DIR] [--out DIR]   what `make run` runs
 """
@@ -11,7 +13,7 @@ from pathlib import Path
 
 from config import UserError
 
-EXPLORATIONS = ["structures", "activations", "learning-rates", "theory"]
+EXPLORATIONS = ["structures", "activations", "learning-rates", "init", "theory"]
 DEFAULT_CONFIGS = ["configs/fashion_mlp.toml"]  # run after the structures sweep by `make run`
 
 
@@ -29,6 +31,14 @@ def parse_args(argv):
         p.add_argument("--data-dir", help="folder with imdb/, fashion_mnist/, cifar10/ (default: $DATA_DIR or data/)")
         p.add_argument("--out", default="runs", help="results folder (default: runs)")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    bench = sub.add_parser("bench", help="measure the toolkit against the textbook loop and scikit-learn")
+    bench.add_argument("--data-dir")
+    bench.add_argument("--out", default="runs")
+    bench.add_argument("--quick", action="store_true", help="a smoke run: 1 epoch, 2 CNN steps")
+    predict = sub.add_parser("predict", help="write a Kaggle submission for images with a run's best checkpoint")
+    predict.add_argument("run_dir")
+    predict.add_argument("--images", required=True, help=".npz file with key x (uint8 images)")
+    predict.add_argument("--out", default="submission.csv")
     plot = sub.add_parser("plot", help="redraw a sweep's plots from its metrics.json files")
     plot.add_argument("sweep_dir")
     return parser.parse_args(argv)
@@ -57,8 +67,18 @@ def dispatch(args):
             raise UserError(f"{args.sweep_dir}: no */metrics.json to plot")
         draw_sweep(args.sweep_dir, names)
         return
+    if args.command == "predict":
+        from experiment import predict
+        if Path(args.out).is_dir():
+            raise UserError(f"--out {args.out}: is a folder; name the .csv file to write")
+        preds = predict(args.run_dir, args.images, args.out)
+        print(f"{len(preds)} predictions written to {args.out}")
+        return
     check_out(args.out)
-    if args.command == "run":
+    if args.command == "bench":
+        from bench import bench
+        bench(args.data_dir, args.out, args.quick)
+    elif args.command == "run":
         from config import load_config
         from experiment import run
         config = load_config(args.config, args.set)

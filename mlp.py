@@ -17,6 +17,26 @@ def make_activation(name):
     return cls()
 
 
+INITS = {
+    "zeros": lambda w: nn.init.zeros_(w),
+    "constant": lambda w: nn.init.constant_(w, 0.1),
+    "normal": lambda w: nn.init.normal_(w, std=1.0),  # what some students did: far too large for wide layers
+    "xavier": lambda w: nn.init.xavier_uniform_(w),
+    "kaiming": lambda w: nn.init.kaiming_uniform_(w, nonlinearity="relu"),
+}
+
+
+def initialize(model, name):
+    """Re-initialize every weight matrix of the model (biases to zero), unless name is 'default'."""
+    if name == "default":
+        return model
+    for layer in model.layers:
+        # SparseLinear stores weight as [in, out]; its transpose has nn.Linear's layout, so fans come out right
+        INITS[name](layer.weight.T if isinstance(layer, SparseLinear) else layer.weight)
+        nn.init.zeros_(layer.bias)
+    return model
+
+
 class SparseLinear(nn.EmbeddingBag):
     """y = x @ weight + bias for a sparse CSR x, without ever densifying x.
 

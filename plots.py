@@ -47,3 +47,44 @@ def plot_run(history, out_dir, name):
     visualize_epochs(col("train_loss"), col("dev_loss"), out_dir / "loss.png", f"{name}: loss")
     plot_curves({"train": col("train_acc"), "dev": col("dev_acc")}, "accuracy", f"{name}: accuracy",
                 out_dir / "accuracy.png")
+
+
+def plot_confusion(y_true, y_pred, class_names, path, title="confusion matrix (dev)"):
+    """scikit-learn's confusion matrix with class names on both axes."""
+    from sklearn.metrics import ConfusionMatrixDisplay
+    fig, ax = plt.subplots(figsize=(1.2 + 0.55 * len(class_names),) * 2)
+    ConfusionMatrixDisplay.from_predictions(y_true, y_pred, labels=range(len(class_names)),
+                                            display_labels=class_names, ax=ax, colorbar=False,
+                                            xticks_rotation=45)
+    ax.set_title(title)
+    save(fig, path)
+
+
+def plot_image_grid(images, y_true, y_pred, class_names, path, cols=8, title="dev images: predicted (true)"):
+    """Images ([N, H, W] or [N, H, W, 3], values in [0, 1]) with their predicted and true labels; mistakes in red."""
+    rows = -(-len(images) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.8 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, t, p in zip(axes.flat, images, y_true, y_pred):
+        ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=1)
+        ok = t == p
+        ax.set_title(class_names[p] if ok else f"{class_names[p]}\n({class_names[t]})", fontsize=7,
+                     color="black" if ok else "red")
+    fig.suptitle(title)
+    save(fig, path)
+
+
+def plot_spread(runs, ylabel, title, path):
+    """{name: [per-seed per-epoch values]}: mean line and min-max band over seeds per name."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for name, curves in runs.items():
+        values = np.array(curves, dtype=float)
+        epochs = np.arange(1, values.shape[1] + 1)
+        line, = ax.plot(epochs, values.mean(0), marker="o", markersize=3, label=f"{name} ({len(values)} seeds)")
+        ax.fill_between(epochs, values.min(0), values.max(0), color=line.get_color(), alpha=0.2)
+    ax.set(xlabel="epoch", ylabel=ylabel, title=title)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    save(fig, path)

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from config import UserError
 from files import atomic_path, write_json, write_submission
-from plots import plot_run
+from plots import plot_confusion, plot_image_grid, plot_run
 
 
 def pick_device(name):
@@ -77,12 +77,22 @@ def make_scheduler(optimizer, config, steps_per_epoch):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def amp_dtype(device, enabled):
+    """Mixed-precision dtype, or None for fp32: bf16 on GPUs that have it (no grad scaler needed), else
+    fp16; bf16 on CPUs with native bf16 (avx512_bf16/AMX), where oneDNN convs run ~2x faster than fp32
+    (measured on this project's 2-core EPYC); fp32 on other CPUs, where bf16 is emulated and slow, and MPS."""
+    if not enabled:
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
 def autocast(device, enabled):
-    """bf16 where the GPU supports it (no scaler needed), else fp16; a no-op on CPU and MPS."""
-    if device.type != "cuda" or not enabled:
-        return torch.autocast(device.type, enabled=False)
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
+    dtype = amp_dtype(device, enabled)
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
 @torch.inference_mode()
@@ -127,8 +137,8 @@ def fit(model, data, config, out_dir, augment=None, extra=None):
     steps = math.ceil(n / config["batch_size"])
     optimizer = make_optimizer(model, config, device)
     scheduler = make_scheduler(optimizer, config, steps)
-    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and config["amp"]
-                                  and not torch.cuda.is_bf16_supported())
+    precision = amp_dtype(device, config["amp"]) or torch.float32
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == torch.float16)  # fp16 needs loss scaling
     criterion = nn.CrossEntropyLoss(label_smoothing=config["label_smoothing"])
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config["ema"]), use_buffers=True) \
         if config["ema"] > 0 else None
@@ -166,30 +176,43 @@ def fit(model, data, config, out_dir, augment=None, extra=None):
         if not math.isfinite(train_loss):
             raise UserError(f"run '{config['name']}' diverged at epoch {epoch} (train loss {train_loss}); "
                             f"lower lr (now {config['lr']})")
-        dev_loss, dev_acc, _ = evaluate(eval_model, x_dev, y_dev, config)
+        dev_loss, dev_acc, dev_preds = evaluate(eval_model, x_dev, y_dev, config)
         history.append({"epoch": epoch, "train_loss": train_loss, "train_acc": correct.item() / n,
                         "dev_loss": dev_loss, "dev_acc": dev_acc, "seconds": time.perf_counter() - t0,
                         "lr": optimizer.param_groups[0]["lr"]})
         print(f"{config['name']} epoch {epoch}: train loss {train_loss:.4f} acc {history[-1]['train_acc']:.4f} | "
               f"dev loss {dev_loss:.4f} acc {dev_acc:.4f} | {history[-1]['seconds']:.1f}s", flush=True)
         if dev_acc > best["dev_acc"]:
-            best = {"dev_acc": dev_acc, "epoch": epoch, "state": copy.deepcopy(eval_model.state_dict())}
-            save_checkpoint(out_dir / "model.pt", best["state"], config, epoch, dev_acc)
+            best = {"dev_acc": dev_acc, "epoch": epoch, "state": copy.deepcopy(eval_model.state_dict()),
+                    "preds": dev_preds}
+            save_checkpoint(out_dir / "model.pt", best["state"], config, epoch, dev_acc, data["meta"])
     eval_model.load_state_dict(best["state"])
+    plot_dev_predictions(x_dev, y_dev, best["preds"], data["meta"], out_dir)
     x_test, y_test = data["test"]
     _, test_acc, preds = evaluate(eval_model, x_test, y_test, config)
     if y_test is None:
         write_submission(out_dir / "submission.csv", preds.tolist())
     metrics = {"name": config["name"], "config": config, "seed": config["seed"], "versions": versions(),
-               "device": str(device), "params": sum(p.numel() for p in model.parameters()),
+               "device": str(device), "precision": str(precision).removeprefix("torch."),
+               "params": sum(p.numel() for p in model.parameters()),
                "history": history, "best_epoch": best["epoch"], "best_dev_acc": best["dev_acc"],
-               "test_acc": test_acc, "seconds": time.perf_counter() - start, **(extra or {})}
+               "test_acc": test_acc, "seconds": time.perf_counter() - start, **data["meta"], **(extra or {})}
     write_json(out_dir / "metrics.json", metrics)
     plot_run(history, out_dir, config["name"])
     return metrics
 
 
-def save_checkpoint(path, state, config, epoch, dev_acc):
-    """Best weights with the config that builds them, so `predict` needs nothing else."""
+def save_checkpoint(path, state, config, epoch, dev_acc, meta):
+    """Best weights with the config and data facts (input size, normalization) that `predict` needs."""
     with atomic_path(path) as tmp:
-        torch.save({"model": state, "config": config, "epoch": epoch, "dev_acc": dev_acc}, tmp)
+        torch.save({"model": state, "config": config, "epoch": epoch, "dev_acc": dev_acc, "meta": meta}, tmp)
+
+
+def plot_dev_predictions(x_dev, y_dev, preds, meta, out_dir):
+    """Confusion matrix of the best model on dev, and for images a grid of the first 32 with mistakes marked."""
+    y_dev = y_dev.cpu().numpy()
+    plot_confusion(y_dev, preds.numpy(), meta["classes"], out_dir / "confusion.png")
+    if x_dev.dim() == 4:
+        mean, std = torch.tensor(meta["mean"]).view(1, -1, 1, 1), torch.tensor(meta["std"]).view(1, -1, 1, 1)
+        images = (x_dev[:32].float().cpu() * std + mean).clamp(0, 1).permute(0, 2, 3, 1).squeeze(-1).numpy()
+        plot_image_grid(images, y_dev[:32], preds[:32].numpy(), meta["classes"], out_dir / "predictions.png")

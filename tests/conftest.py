@@ -64,3 +64,18 @@ def fashion_dir(tmp_path):
     np.savez(folder / "train.npz", x=x, y=y)
     np.savez(folder / "test_images.npz", x=images(40)[0])
     return tmp_path / "data"
+
+
+@pytest.fixture
+def cifar_dir(tmp_path):
+    """DIR/cifar10 with 200 32x32 RGB images whose class sets which colour channel and stripe are bright."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "data" / "cifar10"
+    folder.mkdir(parents=True)
+    y = np.arange(200) % 10
+    x = rng.integers(0, 80, size=(200, 32, 32, 3), dtype=np.uint8)
+    for i, c in enumerate(y):
+        x[i, 3 * c:3 * c + 3, :, c % 3] = 255
+    np.savez(folder / "train.npz", x=x, y=y.astype(np.uint8))
+    np.savez(folder / "test_images.npz", x=x[:30])
+    return tmp_path / "data"

@@ -82,3 +82,25 @@ def test_dropout_is_on_in_training_and_off_in_evaluation():
     assert not torch.equal(model(x), model(x))
     model.eval()
     assert torch.equal(model(x), model(x))
+
+
+@pytest.mark.parametrize("init", ["zeros", "constant"])
+def test_symmetric_initialization_keeps_hidden_units_identical_while_training(init):
+    from mlp import initialize
+    torch.manual_seed(0)
+    model = initialize(SentimentClassifier(12, 3, [6], activation="sigmoid"), init)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    x, y = torch.randn(64, 12), torch.randint(0, 3, (64,))
+    for _ in range(20):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    w = model.layers[0].weight
+    assert torch.allclose(w, w[:1].expand_as(w)), "every hidden unit has the same incoming weights"
+
+
+def test_kaiming_initialization_of_the_sparse_layer_uses_its_input_fan():
+    from mlp import initialize
+    model = initialize(SentimentClassifier(10000, 2, [16], sparse_input=True), "kaiming")
+    bound = (6 / 10000) ** 0.5  # kaiming_uniform with gain sqrt(2): sqrt(6 / fan_in)
+    assert model.layers[0].weight.abs().max() <= bound and model.layers[0].weight.abs().max() > 0.9 * bound

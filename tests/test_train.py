@@ -50,7 +50,7 @@ def test_reloaded_checkpoint_predicts_identically(imdb_dir, tmp_path):
     run(config, imdb_dir, tmp_path / "runs")
     data = load_task(config, imdb_dir, torch.device("cpu"))
     checkpoint = torch.load(tmp_path / "runs" / "tiny" / "model.pt", weights_only=True)
-    model = build_model(checkpoint["config"], data["input_dim"])
+    model = build_model(checkpoint["config"], checkpoint["meta"]["input_dim"])
     model.load_state_dict(checkpoint["model"])
     _, dev_acc, _ = evaluate(model, *data["dev"], config)
     assert dev_acc == checkpoint["dev_acc"]

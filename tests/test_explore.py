@@ -1,0 +1,37 @@
+import csv
+
+from explore import draw_sweep, explore_init, explore_mlp_structures
+from main import main
+
+
+def test_structures_sweep_writes_one_loss_plot_per_config_two_summary_plots_and_a_table(imdb_dir, tmp_path, capsys):
+    explore_mlp_structures(imdb_dir, tmp_path, ["epochs=2", "dev_size=100", "min_df=1", "batch_size=64"])
+    sweep = tmp_path / "structures"
+    names = ["linear", "512", "512-512", "512-512-512"]
+    assert all((sweep / n / "loss.png").stat().st_size > 0 for n in names)
+    assert (sweep / "dev_loss.png").is_file() and (sweep / "dev_acc.png").is_file()
+    with open(sweep / "summary.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["config", "best_dev_acc", "best_epoch", "test_acc", "seconds"]
+    assert [r[0] for r in rows[1:]] == names
+    assert "512-512-512" in capsys.readouterr().out
+
+
+def test_sweep_plots_can_be_redrawn_from_saved_metrics_without_training(imdb_dir, tmp_path):
+    explore_mlp_structures(imdb_dir, tmp_path, ["epochs=1", "dev_size=100", "min_df=1"])
+    (tmp_path / "structures" / "dev_acc.png").unlink()
+    assert main(["plot", str(tmp_path / "structures")]) == 0
+    assert (tmp_path / "structures" / "dev_acc.png").is_file()
+
+
+def test_init_sweep_runs_every_initialization_for_every_seed(fashion_dir, tmp_path):
+    metrics = explore_init(fashion_dir, tmp_path, ["epochs=1", "dev_size=50", "hidden_dims=[8]"], seeds=(0, 1))
+    assert sorted(m["name"] for m in metrics) == sorted(f"{i}-seed{s}" for i in
+                                                        ["zeros", "constant", "normal", "xavier", "kaiming"]
+                                                        for s in (0, 1))
+    assert (tmp_path / "init" / "dev_acc.png").stat().st_size > 0
+
+
+def test_theory_exploration_writes_its_json(tmp_path):
+    assert main(["explore", "theory", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "theory" / "theory.json").is_file()

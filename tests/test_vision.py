@@ -1,0 +1,137 @@
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from augment import batch_augment
+from cnn import Net
+from config import UserError, load_config
+from data import load_images
+from experiment import predict, run
+from main import main
+
+
+def settings(**changes):
+    return [f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in changes.items()]
+
+
+def fashion_config(**changes):
+    base = dict(task="fashion", dev_size=50, epochs=3, batch_size=32, hidden_dims=[32], lr=3e-3, device="cpu",
+                name="fashion")
+    return load_config(None, settings(**{**base, **changes}))
+
+
+def test_local_kaggle_style_folder_loads(fashion_dir):
+    loaded = load_images("fashion", fashion_dir)
+    x, y = loaded["train"]
+    assert x.shape == (300, 28, 28) and x.dtype == np.uint8 and y.tolist()[:3] == [0, 1, 2]
+    assert loaded["test"][0].shape == (40, 28, 28) and loaded["test"][1] is None
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"y": np.zeros(4, np.uint8)}, "train.npz: missing key 'x'"),
+    ({"x": np.zeros((4, 28, 28), np.uint8)}, "train.npz: missing key 'y'"),
+    ({"x": np.zeros((4, 28, 27), np.uint8), "y": np.zeros(4, np.uint8)}, r"train.npz: 'x' must have shape \[N, 28, 28\]"),
+    ({"x": np.zeros((4, 28, 28), np.float32), "y": np.zeros(4, np.uint8)}, "train.npz: 'x' must be uint8"),
+    ({"x": np.zeros((4, 28, 28), np.uint8), "y": np.array([0, 1, 2, 10])}, "train.npz: 'y' labels must be integers 0..9"),
+    ({"x": np.zeros((4, 28, 28), np.uint8), "y": np.zeros(3, np.uint8)}, "train.npz: 'y' must be one label per image"),
+])
+def test_malformed_npz_names_the_file_and_the_key(tmp_path, arrays, message):
+    folder = tmp_path / "fashion_mnist"
+    folder.mkdir()
+    np.savez(folder / "train.npz", **arrays)
+    np.savez(folder / "test_images.npz", x=np.zeros((2, 28, 28), np.uint8))
+    with pytest.raises(UserError, match=message):
+        load_images("fashion", tmp_path)
+
+
+def test_malformed_data_exits_2_from_the_command_line(tmp_path, capsys):
+    folder = tmp_path / "fashion_mnist"
+    folder.mkdir()
+    np.savez(folder / "train.npz", x=np.zeros((4, 28, 28), np.uint8))
+    np.savez(folder / "test_images.npz", x=np.zeros((2, 28, 28), np.uint8))
+    assert main(["run", "configs/fashion_mlp.toml", "--data-dir", str(tmp_path), "--out", str(tmp_path)]) == 2
+    assert "train.npz: missing key 'y'" in capsys.readouterr().err
+
+
+def test_augmentation_keeps_shape_and_is_deterministic_under_a_seed():
+    x = torch.randn(16, 3, 32, 32)
+    a = batch_augment(x, torch.Generator().manual_seed(1), translate=2)
+    b = batch_augment(x, torch.Generator().manual_seed(1), translate=2)
+    c = batch_augment(x, torch.Generator().manual_seed(2), translate=2)
+    assert a.shape == x.shape and torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_flip_only_augmentation_gives_each_image_or_its_mirror():
+    x = torch.randn(32, 1, 28, 28)
+    out = batch_augment(x, torch.Generator().manual_seed(0), translate=0)
+    same = (out == x).flatten(1).all(1)
+    mirrored = (out == x.flip(-1)).flatten(1).all(1)
+    assert (same | mirrored).all() and same.any() and mirrored.any()
+
+
+def test_translation_moves_an_image_by_at_most_the_given_pixels():
+    x = torch.zeros(64, 1, 9, 9)
+    x[:, :, 4, 4] = 1.0  # one bright pixel in the centre; flips keep it in the centre column
+    out = batch_augment(x, torch.Generator().manual_seed(0), translate=2)
+    rows, cols = (out[:, 0] == 1).nonzero()[:, 1:].T
+    assert len(rows) == 64 and (rows - 4).abs().max() <= 2 and (cols - 4).abs().max() <= 2
+    assert len(set(zip(rows.tolist(), cols.tolist()))) > 5
+
+
+def test_cnn_maps_a_batch_of_images_to_class_scores():
+    assert Net([8, 16, 32]).eval()(torch.randn(5, 3, 32, 32)).shape == (5, 10)
+
+
+def test_fashion_mlp_trains_and_writes_the_homework_plots(fashion_dir, tmp_path):
+    metrics = run(fashion_config(), fashion_dir, tmp_path)
+    assert metrics["best_dev_acc"] >= 0.9
+    for name in ("loss.png", "accuracy.png", "confusion.png", "predictions.png", "submission.csv"):
+        assert (tmp_path / "fashion" / name).stat().st_size > 0
+
+
+def test_a_few_cnn_steps_on_tiny_images_reduce_the_loss(cifar_dir, tmp_path):
+    config = load_config(None, settings(task="cifar10", model="cnn", widths=[8, 16], dev_size=50, epochs=3,
+                                        batch_size=50, lr=0.05, optimizer="nesterov", scheduler="onecycle",
+                                        augment=True, tta_flip=True, ema=0.9, amp=True, device="cpu", name="cnn"))
+    metrics = run(config, cifar_dir, tmp_path)
+    losses = [h["train_loss"] for h in metrics["history"]]
+    assert losses[-1] < losses[0]
+
+
+def test_gpu_config_runs_one_short_epoch_on_the_cpu(cifar_dir, tmp_path):
+    config = load_config("configs/cifar10_cnn_gpu.toml", ["epochs=1", "device='cpu'", "compile=false",
+                                                          "dev_size=50", "batch_size=64"])
+    metrics = run(config, cifar_dir, tmp_path)
+    assert len(metrics["history"]) == 1 and (tmp_path / "cifar10_cnn_gpu" / "submission.csv").is_file()
+
+
+def test_predict_on_a_saved_run_writes_a_kaggle_submission(fashion_dir, tmp_path):
+    run(fashion_config(), fashion_dir, tmp_path)
+    out = tmp_path / "submission.csv"
+    assert main(["predict", str(tmp_path / "fashion"), "--images", str(fashion_dir / "fashion_mnist" /
+                                                                        "test_images.npz"), "--out", str(out)]) == 0
+    with open(out, newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["Id", "Category"] and len(rows) == 41
+    assert [int(r[0]) for r in rows[1:]] == list(range(1, 41)) and all(0 <= int(r[1]) <= 9 for r in rows[1:])
+    # the run's own submission for the same test images agrees
+    assert out.read_text() == (tmp_path / "fashion" / "submission.csv").read_text()
+
+
+def test_predict_refuses_images_of_the_wrong_shape(fashion_dir, tmp_path, capsys):
+    run(fashion_config(), fashion_dir, tmp_path)
+    np.savez(tmp_path / "wrong.npz", x=np.zeros((3, 32, 32, 3), np.uint8))
+    assert main(["predict", str(tmp_path / "fashion"), "--images", str(tmp_path / "wrong.npz")]) == 2
+    assert "wrong.npz: 'x' must have shape [N, 28, 28]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint", None])
+def test_predict_with_a_missing_or_broken_checkpoint_exits_2(tmp_path, capsys, content):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    if content is not None:
+        (run_dir / "model.pt").write_bytes(content)
+    assert main(["predict", str(run_dir), "--images", "x.npz", "--out", str(tmp_path / "s.csv")]) == 2
+    assert "model.pt" in capsys.readouterr().err
