@@ -39,6 +39,11 @@ def draw_sweep(sweep_dir, names):
                       f"{sweep_dir.name}: dev loss")
     visualize_configs([col(m, "dev_acc") for m in metrics], names, "dev accuracy", sweep_dir / "dev_acc.png",
                       f"{sweep_dir.name}: dev accuracy")
+    return write_summary(sweep_dir, metrics)
+
+
+def write_summary(sweep_dir, metrics):
+    """summary.csv of a sweep, also printed as a table."""
     rows = [[m["name"], f"{m['best_dev_acc']:.4f}", m["best_epoch"],
              "" if m["test_acc"] is None else f"{m['test_acc']:.4f}", f"{m['seconds']:.1f}"] for m in metrics]
     write_csv(sweep_dir / "summary.csv", SUMMARY_HEADER, rows)
@@ -82,11 +87,7 @@ def explore_init(data_dir=None, out="runs", overrides=(), seeds=(0, 1, 2)):
     curves = {init: [[h["dev_acc"] for h in m["history"]] for m in metrics if m["config"]["init"] == init]
               for init in inits}
     plot_spread(curves, "dev accuracy", "initialization: mean and min-max over seeds", sweep_dir / "dev_acc.png")
-    rows = [[m["name"], f"{m['best_dev_acc']:.4f}", m["best_epoch"], "", f"{m['seconds']:.1f}"] for m in metrics]
-    write_csv(sweep_dir / "summary.csv", SUMMARY_HEADER, rows)
-    print_table(SUMMARY_HEADER, rows)
-    print(f"plots and summary.csv in {sweep_dir}/", flush=True)
-    return metrics
+    return write_summary(sweep_dir, metrics)
 
 
 SWEEPS = {"structures": explore_mlp_structures, "activations": explore_mlp_activations,
