@@ -4,7 +4,7 @@
   python main.py explore structures|activations|learning-rates|init|theory [--data-dir DIR] [--out DIR] [--set ...]
   python main.py predict RUN_DIR --images FILE.npz [--out submission.csv]
   python main.py bench [--data-dir DIR] [--out DIR] [--quick]   toolkit vs textbook loop vs scikit-learn
-  python main.py plot SWEEP_DIR          redraw a sweep's plots and summary from its saved metrics
+  python main.py plot SWEEP_DIR|RUN_DIR [--data-dir DIR]   redraw plots from saved metrics (and model.pt)
   python main.py default [--data-dir DIR] [--out DIR]   what `make run` runs
 """
 import argparse
@@ -39,8 +39,9 @@ def parse_args(argv):
     predict.add_argument("run_dir")
     predict.add_argument("--images", required=True, help=".npz file with key x (uint8 images)")
     predict.add_argument("--out", default="submission.csv")
-    plot = sub.add_parser("plot", help="redraw a sweep's plots from its metrics.json files")
-    plot.add_argument("sweep_dir")
+    plot = sub.add_parser("plot", help="redraw the plots of a sweep (from its metrics.json files) or of a run")
+    plot.add_argument("sweep_dir", metavar="DIR", help="a sweep folder, or a run folder (needs --data-dir)")
+    plot.add_argument("--data-dir", help="for a run folder: the data its dev split comes from")
     return parser.parse_args(argv)
 
 
@@ -60,6 +61,10 @@ def main(argv=None):
 
 
 def dispatch(args):
+    if args.command == "plot" and (Path(args.sweep_dir) / "metrics.json").is_file():
+        from experiment import redraw_run
+        redraw_run(args.sweep_dir, args.data_dir)
+        return
     if args.command == "plot":
         from explore import draw_sweep
         names = sorted(p.parent.name for p in Path(args.sweep_dir).glob("*/metrics.json"))

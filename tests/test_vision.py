@@ -135,3 +135,26 @@ def test_predict_with_a_missing_or_broken_checkpoint_exits_2(tmp_path, capsys, c
         (run_dir / "model.pt").write_bytes(content)
     assert main(["predict", str(run_dir), "--images", "x.npz", "--out", str(tmp_path / "s.csv")]) == 2
     assert "model.pt" in capsys.readouterr().err
+
+
+def test_a_runs_plots_can_be_redrawn_from_its_metrics_and_checkpoint(fashion_dir, tmp_path):
+    run(fashion_config(), fashion_dir, tmp_path)
+    for name in ("loss.png", "confusion.png", "predictions.png"):
+        (tmp_path / "fashion" / name).unlink()
+    assert main(["plot", str(tmp_path / "fashion"), "--data-dir", str(fashion_dir)]) == 0
+    assert all((tmp_path / "fashion" / n).is_file() for n in ("loss.png", "confusion.png", "predictions.png"))
+
+
+def test_normalization_statistics_are_exact_on_large_image_sets():
+    from experiment import channel_stats
+    x = np.full((7000, 32, 32, 3), 200, np.uint8)  # 7.2M values per channel: float32 sums drift here
+    x[:, :, :, 1] = 50
+    mean, std = channel_stats(x)
+    assert mean == pytest.approx([200 / 255, 50 / 255, 200 / 255], abs=1e-9) and std == pytest.approx([0, 0, 0])
+
+
+def test_training_images_are_normalized_to_zero_mean_and_unit_std(cifar_dir):
+    from experiment import load_task
+    config = load_config(None, settings(task="cifar10", model="cnn", dev_size=50, device="cpu"))
+    x = load_task(config, cifar_dir, torch.device("cpu"))["train"][0]
+    assert x.mean((0, 2, 3)).abs().max() < 1e-4 and (x.std((0, 2, 3)) - 1).abs().max() < 1e-3
