@@ -21,7 +21,7 @@ import experiment
 from augment import batch_augment
 from config import load_config
 from data import ROOT
-from experiment import build_model, load_task, run
+from experiment import build_model, load_task, place, run
 from files import write_json, write_text
 from train import amp_dtype, autocast, make_optimizer
 
@@ -126,7 +126,7 @@ def bench_cnn(data_dir, steps, rows, matmul, sets):
     for amp in (False, True):
         config["amp"] = amp
         torch.manual_seed(0)
-        model = build_model(config, 0).to(memory_format=torch.channels_last).train()
+        model = place(build_model(config, 0), config, torch.device("cpu")).train()
         optimizer = make_optimizer(model, config, torch.device("cpu"))
         gen = torch.Generator().manual_seed(0)
         bs = config["batch_size"]

@@ -1,4 +1,5 @@
 """One run end to end: config -> data tensors on the device -> model -> the shared loop (train.fit)."""
+import json
 import time
 from pathlib import Path
 
@@ -6,11 +7,15 @@ import numpy as np
 import torch
 
 from augment import batch_augment
+from checkpoint import config_hash
+from cnn import make_cnn
 from config import UserError
-from data import CLASS_NAMES, dev_split, load_images, load_imdb, resolve_data_dir
+from data import CLASS_NAMES, dev_split, load_images, load_imdb, read_npz, resolve_data_dir
 from features import FEATURE_KEYS, tfidf_features, to_torch
+from files import write_submission
 from mlp import SentimentClassifier, initialize, make_activation
-from train import fit, pick_device
+from plots import plot_run
+from train import evaluate, fit, pick_device, plot_dev_predictions
 
 _loaded = {}  # a sweep loads and featurizes once; later configs with the same data settings reuse it
 
@@ -76,16 +81,43 @@ def load_task(config, data_dir, device):
 def build_model(config, input_dim):
     num_classes = len(CLASS_NAMES[config["task"]])
     if config["model"] == "cnn":
-        from cnn import make_cnn
         return make_cnn(config, num_classes)
     model = SentimentClassifier(input_dim, num_classes, config["hidden_dims"], config["activation"],
                                 config["dropout"], sparse_input=config["task"] == "sentiment")
     return initialize(model, config["init"])
 
 
-def run(config, data_dir=None, out_root="runs"):
+def place(model, config, device):
+    """Model on the device; CNNs in NHWC (channels_last), the layout oneDNN and cuDNN convolutions prefer."""
+    model = model.to(device)
+    if config["model"] == "cnn" and config["channels_last"]:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def check_run_dir(out_dir, config):
+    """Refuse to overwrite a folder that holds a different configuration's run."""
+    for name in ("metrics.json", "last.pt"):
+        path = out_dir / name
+        if not path.is_file():
+            continue
+        try:
+            saved = json.loads(path.read_text())["config"] if name == "metrics.json" else \
+                torch.load(path, map_location="cpu", weights_only=False)["config"]
+        except Exception:
+            raise UserError(f"{path}: exists but is unreadable; move it away or choose another --out") from None
+        if config_hash(saved) != config_hash(config):
+            changed = sorted(k for k in config if saved.get(k) != config[k])
+            raise UserError(f"{out_dir} holds a run with a different config ({', '.join(changed)}); choose "
+                            f"another --out or --set name=...")
+
+
+def run(config, data_dir=None, out_root="runs", resume=False):
     """Train one configuration; results go to OUT/<name>/. Returns the metrics dict."""
     start = time.perf_counter()
+    out_dir = Path(out_root) / config["name"]
+    if not resume:
+        check_run_dir(out_dir, config)
     try:
         make_activation(config["activation"])  # fail before a minute of featurization, not after
     except ValueError as e:
@@ -93,14 +125,12 @@ def run(config, data_dir=None, out_root="runs"):
     device = pick_device(config["device"])
     data = load_task(config, data_dir, device)
     torch.manual_seed(config["seed"])  # the same seed gives the same initial weights
-    model = build_model(config, data["meta"]["input_dim"]).to(device)
-    if config["model"] == "cnn" and config["channels_last"]:
-        model = model.to(memory_format=torch.channels_last)  # NHWC: the layout oneDNN and cuDNN convs prefer
+    model = place(build_model(config, data["meta"]["input_dim"]), config, device)
     augment = None
     if config["augment"] and config["task"] != "sentiment":
         augment = lambda xb, gen: batch_augment(xb, gen, config["translate"])
-    return fit(model, data, config, Path(out_root) / config["name"], augment=augment,
-               extra={"data_seconds": time.perf_counter() - start})
+    return fit(model, data, config, out_dir, augment=augment, extra={"data_seconds": time.perf_counter() - start},
+               resume=resume)
 
 
 def load_checkpoint(run_dir):
@@ -119,9 +149,6 @@ def load_checkpoint(run_dir):
 
 def predict(run_dir, images, out):
     """Write a Kaggle submission (Id,Category) for the images in an .npz file with the run's best weights."""
-    from data import read_npz
-    from files import write_submission
-    from train import evaluate
     model, checkpoint = load_checkpoint(run_dir)
     config, meta = checkpoint["config"], checkpoint["meta"]
     if config["task"] == "sentiment":
@@ -129,19 +156,13 @@ def predict(run_dir, images, out):
     device = pick_device(config["device"])
     x, _ = read_npz(Path(images), config["task"], need_labels=False)
     mean, std = (torch.tensor(meta[k], device=device).view(1, -1, 1, 1) for k in ("mean", "std"))
-    model = model.to(device)
-    if config["model"] == "cnn" and config["channels_last"]:
-        model = model.to(memory_format=torch.channels_last)
-    _, _, preds = evaluate(model, image_tensor(x, mean, std, device), None, config)
+    _, _, preds = evaluate(place(model, config, device), image_tensor(x, mean, std, device), None, config)
     write_submission(out, preds.tolist())
     return preds
 
 
 def redraw_run(run_dir, data_dir=None):
     """Redraw a run's curves from metrics.json and its dev confusion matrix (and image grid) from model.pt."""
-    import json
-    from plots import plot_run
-    from train import evaluate, plot_dev_predictions
     run_dir = Path(run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     plot_run(metrics["history"], run_dir, metrics["name"])
@@ -149,9 +170,6 @@ def redraw_run(run_dir, data_dir=None):
     config = checkpoint["config"]
     device = pick_device(config["device"])
     data = load_task(config, data_dir, device)
-    model = model.to(device)
-    if config["model"] == "cnn" and config["channels_last"]:
-        model = model.to(memory_format=torch.channels_last)
-    _, dev_acc, preds = evaluate(model, *data["dev"], config)
+    _, dev_acc, preds = evaluate(place(model, config, device), *data["dev"], config)
     plot_dev_predictions(*data["dev"], preds, checkpoint["meta"], run_dir)
     print(f"{run_dir}: plots redrawn; dev accuracy of model.pt {dev_acc:.4f}")

@@ -7,6 +7,7 @@ Importable for notebooks and Colab:
 import json
 from pathlib import Path
 
+from checkpoint import config_hash
 from config import load_config
 from data import ROOT
 from experiment import run
@@ -17,14 +18,27 @@ SENTIMENT_BASE = ROOT / "configs" / "sentiment_mlp.toml"
 SUMMARY_HEADER = ["config", "best_dev_acc", "best_epoch", "test_acc", "seconds"]
 
 
-def sweep(sweep_name, key, values, names, base=SENTIMENT_BASE, data_dir=None, out="runs", overrides=()):
+def sweep(sweep_name, key, values, names, base=SENTIMENT_BASE, data_dir=None, out="runs", overrides=(), force=False):
     """Run the base config once per value of `key`; write OUT/<sweep_name>/{summary.csv, plots}."""
     sweep_dir = Path(out) / sweep_name
     # validate every config before the first (possibly long) run starts
     configs = [load_config(base, overrides, last={key: value, "name": name}) for value, name in zip(values, names)]
     for config in configs:
-        run(config, data_dir, sweep_dir)
+        run_or_skip(config, data_dir, sweep_dir, force)
     return draw_sweep(sweep_dir, names)
+
+
+def run_or_skip(config, data_dir, sweep_dir, force=False):
+    """A sweep re-run skips configurations already finished (same config hash) unless force, and resumes
+    an interrupted one from its last.pt."""
+    out_dir = sweep_dir / config["name"]
+    if not force and (out_dir / "metrics.json").is_file():
+        metrics = json.loads((out_dir / "metrics.json").read_text())
+        if metrics.get("config_hash") == config_hash(config):
+            print(f"{config['name']}: finished before, skipped (--force runs it again)", flush=True)
+            return metrics
+    resume = not force and (out_dir / "last.pt").is_file()
+    return run(config, data_dir, sweep_dir, resume=resume)
 
 
 def draw_sweep(sweep_dir, names):
@@ -33,19 +47,22 @@ def draw_sweep(sweep_dir, names):
     metrics = [json.loads((sweep_dir / n / "metrics.json").read_text()) for n in names]
     col = lambda m, k: [h[k] for h in m["history"]]
     for m in metrics:
+        if not m["history"]:
+            continue  # diverged in its first epoch: nothing to draw
         visualize_epochs(col(m, "train_loss"), col(m, "dev_loss"), sweep_dir / m["name"] / "loss.png",
                          f"{sweep_dir.name}: {m['name']}")
-    visualize_configs([col(m, "dev_loss") for m in metrics], names, "dev loss", sweep_dir / "dev_loss.png",
-                      f"{sweep_dir.name}: dev loss")
-    visualize_configs([col(m, "dev_acc") for m in metrics], names, "dev accuracy", sweep_dir / "dev_acc.png",
-                      f"{sweep_dir.name}: dev accuracy")
+    diverged = [m["name"] for m in metrics if m.get("diverged")]  # drawn with a cross where they stopped
+    for key, label in (("dev_loss", "dev loss"), ("dev_acc", "dev accuracy")):
+        visualize_configs([col(m, key) for m in metrics], names, label, sweep_dir / f"{key}.png",
+                          f"{sweep_dir.name}: {label}", marked=diverged)
     return write_summary(sweep_dir, metrics)
 
 
 def write_summary(sweep_dir, metrics):
     """summary.csv of a sweep, also printed as a table."""
-    rows = [[m["name"], f"{m['best_dev_acc']:.4f}", m["best_epoch"],
-             "" if m["test_acc"] is None else f"{m['test_acc']:.4f}", f"{m['seconds']:.1f}"] for m in metrics]
+    fmt = lambda v: "" if v is None else f"{v:.4f}"
+    rows = [[m["name"] + (" (diverged)" if m.get("diverged") else ""), fmt(m["best_dev_acc"]), m["best_epoch"] or "",
+             fmt(m["test_acc"]), f"{m['seconds']:.1f}"] for m in metrics]
     write_csv(sweep_dir / "summary.csv", SUMMARY_HEADER, rows)
     print_table(SUMMARY_HEADER, rows)
     print(f"plots and summary.csv in {sweep_dir}/", flush=True)
@@ -58,32 +75,33 @@ def print_table(header, rows):
         print("  ".join(str(v).ljust(w) for v, w in zip(r, widths)))
 
 
-def explore_mlp_structures(data_dir=None, out="runs", overrides=()):
+def explore_mlp_structures(data_dir=None, out="runs", overrides=(), force=False):
     dims = [[], [512], [512, 512], [512, 512, 512]]
     names = ["linear"] + ["-".join(map(str, d)) for d in dims[1:]]
-    return sweep("structures", "hidden_dims", dims, names, data_dir=data_dir, out=out, overrides=overrides)
+    return sweep("structures", "hidden_dims", dims, names, data_dir=data_dir, out=out, overrides=overrides,
+                 force=force)
 
 
-def explore_mlp_activations(data_dir=None, out="runs", overrides=()):
+def explore_mlp_activations(data_dir=None, out="runs", overrides=(), force=False):
     acts = ["Sigmoid", "Tanh", "ReLU", "GELU"]
     return sweep("activations", "activation", acts, [a.lower() for a in acts], data_dir=data_dir, out=out,
-                 overrides=[*overrides, "hidden_dims=[512]"])
+                 overrides=[*overrides, "hidden_dims=[512]"], force=force)
 
 
-def explore_mlp_learning_rates(data_dir=None, out="runs", overrides=()):
+def explore_mlp_learning_rates(data_dir=None, out="runs", overrides=(), force=False):
     lrs = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]  # two orders of magnitude around Adam's usual 1e-3
     return sweep("learning-rates", "lr", lrs, [f"lr={lr:g}" for lr in lrs], data_dir=data_dir, out=out,
-                 overrides=[*overrides, "hidden_dims=[512]"])
+                 overrides=[*overrides, "hidden_dims=[512]"], force=force)
 
 
-def explore_init(data_dir=None, out="runs", overrides=(), seeds=(0, 1, 2)):
+def explore_init(data_dir=None, out="runs", overrides=(), force=False, seeds=(0, 1, 2)):
     """Fashion-MNIST MLP under five initializations, several seeds each: mean and spread of dev accuracy."""
     inits = ["zeros", "constant", "normal", "xavier", "kaiming"]
     sweep_dir = Path(out) / "init"
     configs = [load_config(ROOT / "configs" / "fashion_init.toml", overrides,
                            last={"init": init, "seed": seed, "name": f"{init}-seed{seed}"})
                for init in inits for seed in seeds]
-    metrics = [run(config, data_dir, sweep_dir) for config in configs]
+    metrics = [run_or_skip(config, data_dir, sweep_dir, force) for config in configs]
     curves = {init: [[h["dev_acc"] for h in m["history"]] for m in metrics if m["config"]["init"] == init]
               for init in inits}
     plot_spread(curves, "dev accuracy", "initialization: mean and min-max over seeds", sweep_dir / "dev_acc.png")

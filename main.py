@@ -8,6 +8,7 @@
   python main.py default [--data-dir DIR] [--out DIR]   what `make run` runs
 """
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -26,11 +27,15 @@ def parse_args(argv):
         "default": sub.add_parser("default", help="the default experiment suite (make run)"),
     }
     commands["run"].add_argument("config", help="a configs/*.toml file")
+    commands["run"].add_argument("--resume", action="store_true", help="continue OUT/<name> from its last.pt")
+    commands["explore"].add_argument("--force", action="store_true", help="re-run configurations already finished")
     commands["explore"].add_argument("sweep", choices=EXPLORATIONS)
     for p in commands.values():
         p.add_argument("--data-dir", help="folder with imdb/, fashion_mnist/, cifar10/ (default: $DATA_DIR or data/)")
         p.add_argument("--out", default="runs", help="results folder (default: runs)")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+        p.add_argument("--deterministic", action="store_true",
+                       help="torch.use_deterministic_algorithms(True): reproducible GPU runs, at some speed")
     bench = sub.add_parser("bench", help="measure the toolkit against the textbook loop and scikit-learn")
     bench.add_argument("--data-dir")
     bench.add_argument("--out", default="runs")
@@ -51,16 +56,24 @@ def check_out(out):
 
 
 def main(argv=None):
-    """Exit code: 0 on success, 2 for a user mistake (one line on stderr, no traceback)."""
+    """Exit code: 0 on success, 2 for a user mistake (one line on stderr, no traceback), 130/143 when
+    Ctrl-C/SIGTERM stopped training (its state saved for --resume)."""
+    from checkpoint import Interrupted
+    args = parse_args(argv)
     try:
-        dispatch(parse_args(argv))
+        return dispatch(args) or 0
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return 0
+    except Interrupted as e:
+        again = " ".join(a for a in (argv if argv is not None else sys.argv[1:]) if a not in ("--resume", "--force"))
+        print(f"{e}\nto continue: python main.py {again}{' --resume' if args.command == 'run' else ''}",
+              file=sys.stderr)
+        return e.code
 
 
 def dispatch(args):
+    # commands import what they need here, so `--help` and argument errors answer without loading torch
     if args.command == "plot" and (Path(args.sweep_dir) / "metrics.json").is_file():
         from experiment import redraw_run
         redraw_run(args.sweep_dir, args.data_dir)
@@ -80,6 +93,10 @@ def dispatch(args):
         print(f"{len(preds)} predictions written to {args.out}")
         return
     check_out(args.out)
+    if getattr(args, "deterministic", False):
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it to be deterministic
+        import torch
+        torch.use_deterministic_algorithms(True)
     if args.command == "bench":
         from bench import bench
         bench(args.data_dir, args.out, args.quick)
@@ -87,27 +104,33 @@ def dispatch(args):
         from config import load_config
         from experiment import run
         config = load_config(args.config, args.set)
-        metrics = run(config, args.data_dir, args.out)
+        metrics = run(config, args.data_dir, args.out, resume=args.resume)
         print_result(metrics, Path(args.out) / config["name"])
+        return 1 if metrics["diverged"] else 0
     elif args.command == "explore" and args.sweep == "theory":
         from theory import run_theory
         run_theory(Path(args.out) / "theory")
         print(f"theory.json and plots in {Path(args.out) / 'theory'}/")
     elif args.command == "explore":
         from explore import SWEEPS
-        SWEEPS[args.sweep](args.data_dir, args.out, args.set)
+        SWEEPS[args.sweep](args.data_dir, args.out, args.set, args.force)
     elif args.command == "default":
         from config import load_config
-        from explore import explore_mlp_structures
-        from experiment import run
+        from explore import explore_mlp_structures, run_or_skip
+        # like a sweep, a re-run skips what finished and resumes what was interrupted
         explore_mlp_structures(args.data_dir, args.out, args.set)
         for path in DEFAULT_CONFIGS:
             config = load_config(path, args.set)
-            print_result(run(config, args.data_dir, args.out), Path(args.out) / config["name"])
+            print_result(run_or_skip(config, args.data_dir, Path(args.out)), Path(args.out) / config["name"])
 
 
 def print_result(metrics, out_dir):
+    if metrics["best_epoch"] is None:
+        print(f"{metrics['name']}: diverged in its first epoch; no model saved; details in {out_dir}/metrics.json")
+        return
     test = "withheld (see submission.csv)" if metrics["test_acc"] is None else f"{metrics['test_acc']:.4f}"
+    if metrics["diverged"]:
+        test += f"; diverged at epoch {metrics['diverged_at']['epoch']}, best weights kept from before"
     print(f"{metrics['name']}: best dev acc {metrics['best_dev_acc']:.4f} at epoch {metrics['best_epoch']}, "
           f"test acc {test}, {metrics['seconds']:.0f}s; results in {out_dir}/")
 

@@ -36,9 +36,11 @@ def visualize_epochs(train_losses, dev_losses, path, title="train vs dev loss"):
     plot_curves({"train": train_losses, "dev": dev_losses}, "loss", title, path)
 
 
-def visualize_configs(all_stats, names, metric_name, path, title=None):
-    """One metric (per-epoch lists in all_stats) across configurations, one line each."""
-    plot_curves(dict(zip(names, all_stats)), metric_name, title or f"{metric_name} across configurations", path)
+def visualize_configs(all_stats, names, metric_name, path, title=None, marked=()):
+    """One metric (per-epoch lists in all_stats) across configurations, one line each; `marked` names (runs
+    that diverged) end in a cross."""
+    plot_curves(dict(zip(names, all_stats)), metric_name, title or f"{metric_name} across configurations", path,
+                marked)
 
 
 def plot_run(history, out_dir, name):

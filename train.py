@@ -8,6 +8,7 @@ import copy
 import math
 import platform
 import random
+import sys
 import time
 
 import numpy as np
@@ -18,8 +19,10 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
+from checkpoint import Interrupted, config_hash, load_state, rng_states, save_best, save_state, set_rng_states, \
+    stop_requests
 from config import UserError
-from files import atomic_path, write_json, write_submission
+from files import write_json, write_submission
 from plots import plot_confusion, plot_image_grid, plot_run
 
 
@@ -124,10 +127,12 @@ def versions():
             "torchvision": torchvision.__version__, "sklearn": sklearn.__version__, "numpy": np.__version__}
 
 
-def fit(model, data, config, out_dir, augment=None, extra=None):
+def fit(model, data, config, out_dir, augment=None, extra=None, resume=False):
     """Train, keep the best-on-dev weights, test them, write OUT files; return the metrics dict.
 
-    augment(xb, generator) -> xb runs on each training batch (whole-batch, on the device)."""
+    augment(xb, generator) -> xb runs on each training batch (whole-batch, on the device). resume=True
+    continues from out_dir/last.pt. Ctrl-C or SIGTERM saves last.pt after the current step and raises
+    Interrupted; a non-finite loss ends the run early with "diverged" in metrics.json."""
     start = time.perf_counter()
     device = data["train"][0].device
     seed_everything(config["seed"])
@@ -144,68 +149,103 @@ def fit(model, data, config, out_dir, augment=None, extra=None):
         if config["ema"] > 0 else None
     step_model = torch.compile(model) if config["compile"] else model
     eval_model = ema.module if ema is not None else model  # the averaged copy is what we evaluate and save
-    history, best = [], {"dev_acc": -1.0}
     out_dir.mkdir(parents=True, exist_ok=True)
-    for epoch in range(1, config["epochs"] + 1):
-        t0 = time.perf_counter()
-        model.train()
-        perm = torch.randperm(n, device=device, generator=gen)
-        loss_sum = torch.zeros((), device=device)  # summed on the device: no sync per step
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        bar = tqdm(range(steps), desc=f"{config['name']} {epoch}/{config['epochs']}", leave=False)
-        for i in bar:
-            idx = perm[i * config["batch_size"]:(i + 1) * config["batch_size"]]
-            xb, yb = take(x, idx), y[idx]
-            if augment is not None:
-                xb = augment(xb, gen)
-            with autocast(device, config["amp"]):
-                logits = step_model(xb)
-                loss = criterion(logits.float(), yb)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            if ema is not None:
-                ema.update_parameters(model)
-            loss_sum += loss.detach() * len(idx)
-            correct += (logits.argmax(1) == yb).sum()
-            if i % 20 == 19:
-                bar.set_postfix(loss=f"{loss.item():.4f}")
-        train_loss = loss_sum.item() / n
-        if not math.isfinite(train_loss):
-            raise UserError(f"run '{config['name']}' diverged at epoch {epoch} (train loss {train_loss}); "
-                            f"lower lr (now {config['lr']})")
-        dev_loss, dev_acc, dev_preds = evaluate(eval_model, x_dev, y_dev, config)
-        history.append({"epoch": epoch, "train_loss": train_loss, "train_acc": correct.item() / n,
-                        "dev_loss": dev_loss, "dev_acc": dev_acc, "seconds": time.perf_counter() - t0,
-                        "lr": optimizer.param_groups[0]["lr"]})
-        print(f"{config['name']} epoch {epoch}: train loss {train_loss:.4f} acc {history[-1]['train_acc']:.4f} | "
-              f"dev loss {dev_loss:.4f} acc {dev_acc:.4f} | {history[-1]['seconds']:.1f}s", flush=True)
-        if dev_acc > best["dev_acc"]:
-            best = {"dev_acc": dev_acc, "epoch": epoch, "state": copy.deepcopy(eval_model.state_dict()),
-                    "preds": dev_preds}
-            save_checkpoint(out_dir / "model.pt", best["state"], config, epoch, dev_acc, data["meta"])
-    eval_model.load_state_dict(best["state"])
-    plot_dev_predictions(x_dev, y_dev, best["preds"], data["meta"], out_dir)
-    x_test, y_test = data["test"]
-    _, test_acc, preds = evaluate(eval_model, x_test, y_test, config)
-    if y_test is None:
-        write_submission(out_dir / "submission.csv", preds.tolist())
-    metrics = {"name": config["name"], "config": config, "seed": config["seed"], "versions": versions(),
-               "device": str(device), "precision": str(precision).removeprefix("torch."),
-               "params": sum(p.numel() for p in model.parameters()),
-               "history": history, "best_epoch": best["epoch"], "best_dev_acc": best["dev_acc"],
-               "test_acc": test_acc, "seconds": time.perf_counter() - start, **data["meta"], **(extra or {})}
+    last_path = out_dir / "last.pt"
+    history, best, diverged = [], {"dev_acc": -1.0, "epoch": None, "state": None, "preds": None}, None
+    epoch, first_step, perm, sums = 1, 0, None, None
+    if resume:
+        state = load_state(last_path, config)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        history, epoch, first_step, perm, sums = (state[k] for k in ("history", "epoch", "step", "perm", "sums"))
+        best.update(state["best"])
+        if best["epoch"] is not None:  # the best weights live in model.pt, not twice on disk
+            best["state"] = torch.load(out_dir / "model.pt", map_location=device, weights_only=True)["model"]
+        set_rng_states(state["rng"], gen)
+        print(f"resuming {config['name']} at epoch {epoch}, step {first_step}", flush=True)
+
+    def full_state(epoch, step, perm, sums):
+        return {"config": config, "epoch": epoch, "step": step, "perm": perm, "sums": sums, "history": history,
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "ema": None if ema is None else ema.state_dict(), "rng": rng_states(gen),
+                "best": {k: best[k] for k in ("dev_acc", "epoch", "preds")}}
+
+    with stop_requests() as stop:
+        while epoch <= config["epochs"] and diverged is None:
+            t0 = time.perf_counter()
+            model.train()
+            if perm is None:
+                perm = torch.randperm(n, device=device, generator=gen)
+                sums = [torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long)]
+            bar = tqdm(range(first_step, steps), desc=f"{config['name']} {epoch}/{config['epochs']}", leave=False)
+            for i in bar:
+                idx = perm[i * config["batch_size"]:(i + 1) * config["batch_size"]]
+                xb, yb = take(x, idx), y[idx]
+                if augment is not None:
+                    xb = augment(xb, gen)
+                with autocast(device, config["amp"]):
+                    logits = step_model(xb)
+                    loss = criterion(logits.float(), yb)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                if ema is not None:
+                    ema.update_parameters(model)
+                sums[0] += loss.detach() * len(idx)  # summed on the device: no sync per step
+                sums[1] += (logits.argmax(1) == yb).sum()
+                if i % 20 == 19 or i == steps - 1:  # an occasional sync for the bar and the divergence check
+                    if not math.isfinite(loss.item()):
+                        diverged = {"epoch": epoch, "step": i + 1}
+                        break
+                    bar.set_postfix(loss=f"{loss.item():.4f}")
+                if stop["signal"]:
+                    save_state(last_path, full_state(epoch, i + 1, perm, sums))
+                    raise Interrupted(stop["signal"], last_path)
+            if diverged:
+                print(f"{config['name']} diverged at epoch {epoch}, step {diverged['step']} (non-finite loss); "
+                      f"lr {config['lr']} is probably too high", file=sys.stderr, flush=True)
+                break
+            dev_loss, dev_acc, dev_preds = evaluate(eval_model, x_dev, y_dev, config)
+            history.append({"epoch": epoch, "train_loss": sums[0].item() / n, "train_acc": sums[1].item() / n,
+                            "dev_loss": dev_loss, "dev_acc": dev_acc, "seconds": time.perf_counter() - t0,
+                            "lr": optimizer.param_groups[0]["lr"]})
+            h = history[-1]
+            print(f"{config['name']} epoch {epoch}: train loss {h['train_loss']:.4f} acc {h['train_acc']:.4f} | "
+                  f"dev loss {dev_loss:.4f} acc {dev_acc:.4f} | {h['seconds']:.1f}s", flush=True)
+            if dev_acc > best["dev_acc"]:
+                best = {"dev_acc": dev_acc, "epoch": epoch, "state": copy.deepcopy(eval_model.state_dict()),
+                        "preds": dev_preds}
+                save_best(out_dir / "model.pt", best["state"], config, epoch, dev_acc, data["meta"])
+            epoch, first_step, perm, sums = epoch + 1, 0, None, None
+            save_state(last_path, full_state(epoch, 0, None, None))  # at least once an epoch
+            if stop["signal"]:
+                raise Interrupted(stop["signal"], last_path)
+    test_acc = None
+    if best["state"] is not None:
+        eval_model.load_state_dict(best["state"])
+        plot_dev_predictions(x_dev, y_dev, best["preds"], data["meta"], out_dir)
+        x_test, y_test = data["test"]
+        _, test_acc, preds = evaluate(eval_model, x_test, y_test, config)
+        if y_test is None:
+            write_submission(out_dir / "submission.csv", preds.tolist())
+    metrics = {"name": config["name"], "config": config, "config_hash": config_hash(config), "seed": config["seed"],
+               "versions": versions(), "device": str(device), "precision": str(precision).removeprefix("torch."),
+               "params": sum(p.numel() for p in model.parameters()), "history": history,
+               "best_epoch": best["epoch"], "best_dev_acc": best["dev_acc"] if best["epoch"] else None,
+               "test_acc": test_acc, "diverged": diverged is not None, "diverged_at": diverged,
+               "seconds": time.perf_counter() - start, **data["meta"], **(extra or {})}
     write_json(out_dir / "metrics.json", metrics)
-    plot_run(history, out_dir, config["name"])
+    if history:
+        plot_run(history, out_dir, config["name"])
+    last_path.unlink(missing_ok=True)  # finished: nothing to resume (and it can be 1 GB for the sentiment MLP)
     return metrics
-
-
-def save_checkpoint(path, state, config, epoch, dev_acc, meta):
-    """Best weights with the config and data facts (input size, normalization) that `predict` needs."""
-    with atomic_path(path) as tmp:
-        torch.save({"model": state, "config": config, "epoch": epoch, "dev_acc": dev_acc, "meta": meta}, tmp)
 
 
 def plot_dev_predictions(x_dev, y_dev, preds, meta, out_dir):

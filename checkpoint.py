@@ -1,0 +1,91 @@
+"""Checkpoints and interruption: what a run needs to stop at any step and continue exactly where it was.
+
+model.pt  the best-on-dev weights with the config and data facts `predict` needs (small, portable)
+last.pt   the full training state (model, optimizer, scheduler, scaler, EMA, epoch, step, history, every
+          RNG), written after every epoch and when Ctrl-C or SIGTERM stops a run; `--resume` reads it.
+Both are written to a temporary file and renamed, so a kill -9 leaves the previous complete version.
+"""
+import hashlib
+import json
+import random
+import signal
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+from config import UserError
+from files import atomic_path
+
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+class Interrupted(Exception):
+    """The run stopped on a signal after saving last.pt; `code` is the shell's exit code for that signal."""
+
+    def __init__(self, signum, path):
+        super().__init__(f"stopped by {signal.Signals(signum).name}; training state saved in {path}")
+        self.code, self.path = EXIT_CODES[signum], path
+
+
+def config_hash(config):
+    """Identifies a configuration across runs: a finished sweep entry with the same hash is not re-run."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@contextmanager
+def stop_requests():
+    """Within the block, SIGINT and SIGTERM only set a flag ({'signal': n}); the loop stops at the next step."""
+    requested = {"signal": None}
+    handler = lambda signum, frame: requested.update(signal=signum)
+    previous = {s: signal.signal(s, handler) for s in EXIT_CODES}
+    try:
+        yield requested
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def rng_states(gen):
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+             "gen": gen.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_states(state, gen):
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    gen.set_state(state["gen"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_state(path, state):
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_state(path, config):
+    """last.pt of an interrupted run; its config must be this config (else resuming would mix two runs)."""
+    if not path.is_file():
+        raise UserError(f"{path}: nothing to resume (no checkpoint); run without --resume to start")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)  # our own file: it holds RNG tuples
+        saved = state["config"]
+    except Exception as e:
+        raise UserError(f"{path}: not a readable training checkpoint ({type(e).__name__}); delete it to start "
+                        f"over") from None
+    if config_hash(saved) != config_hash(config):
+        changed = sorted(k for k in config if saved.get(k) != config[k])
+        raise UserError(f"{path}: saved with a different config ({', '.join(changed)}); resume with the same "
+                        f"config or use another --out")
+    return state
+
+
+def save_best(path, state, config, epoch, dev_acc, meta):
+    """Best weights with the config and data facts (input size, normalization) that `predict` needs."""
+    with atomic_path(path) as tmp:
+        torch.save({"model": state, "config": config, "epoch": epoch, "dev_acc": dev_acc, "meta": meta}, tmp)

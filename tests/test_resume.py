@@ -1,0 +1,149 @@
+"""Runs that survive: interruption and exact resume, divergence, sweep re-runs, no silent overwrites."""
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+import train
+from config import load_config
+from experiment import run
+from explore import sweep
+from files import atomic_path
+from main import main
+
+
+def tiny(**changes):
+    sets = {"dev_size": 100, "epochs": 3, "batch_size": 32, "hidden_dims": [16], "lr": 0.01, "min_df": 1,
+            "device": "cpu", "name": "tiny", "dropout": 0.2, **changes}
+    return [f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in sets.items()]
+
+
+def signal_at_call(monkeypatch, n, signum=signal.SIGINT):
+    """Deliver a real signal to this process during the n-th batch selection (training or evaluation)."""
+    calls = {"n": 0}
+    original = train.take
+
+    def take(x, idx):
+        calls["n"] += 1
+        if calls["n"] == n:
+            os.kill(os.getpid(), signum)
+        return original(x, idx)
+    monkeypatch.setattr(train, "take", take)
+
+
+def without_seconds(metrics):
+    return [{k: v for k, v in h.items() if k != "seconds"} for h in metrics["history"]]
+
+
+@pytest.mark.parametrize("call", [4, 16])  # mid-epoch 1, and in epoch 2 after a full-state save
+def test_interrupted_and_resumed_run_ends_exactly_like_an_uninterrupted_one(imdb_dir, tmp_path, monkeypatch, call):
+    config = load_config(None, tiny())
+    whole = run(config, imdb_dir, tmp_path / "whole")
+    signal_at_call(monkeypatch, call)
+    with pytest.raises(train.Interrupted) as stopped:
+        run(config, imdb_dir, tmp_path / "split")
+    assert stopped.value.code == 130 and (tmp_path / "split" / "tiny" / "last.pt").is_file()
+    monkeypatch.undo()
+    resumed = run(config, imdb_dir, tmp_path / "split", resume=True)
+    assert without_seconds(resumed) == without_seconds(whole)
+    assert resumed["best_epoch"] == whole["best_epoch"]
+    assert (tmp_path / "split/tiny/submission.csv").read_text() == (tmp_path / "whole/tiny/submission.csv").read_text()
+    assert not (tmp_path / "split" / "tiny" / "last.pt").exists()  # finished runs keep no training state
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_saves_state_prints_how_to_resume_and_exits_with_the_shell_code(imdb_dir, tmp_path, monkeypatch,
+                                                                                capsys, signum, code):
+    (tmp_path / "tiny.toml").write_text("\n".join(tiny()) + "\n")
+    signal_at_call(monkeypatch, 5, signum)
+    argv = ["run", str(tmp_path / "tiny.toml"), "--data-dir", str(imdb_dir), "--out", str(tmp_path / "out")]
+    assert main(argv) == code
+    err = capsys.readouterr().err
+    assert "training state saved in" in err and "--resume" in err
+    monkeypatch.undo()
+    assert main([*argv, "--resume"]) == 0
+
+
+def test_resume_without_a_checkpoint_is_a_one_line_error(imdb_dir, tmp_path, capsys):
+    (tmp_path / "tiny.toml").write_text("\n".join(tiny()) + "\n")
+    assert main(["run", str(tmp_path / "tiny.toml"), "--data-dir", str(imdb_dir), "--out", str(tmp_path),
+                 "--resume"]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content, message", [(b"truncated", "not a readable training checkpoint"), (None, "different config")])
+def test_resume_refuses_a_broken_checkpoint_or_one_from_another_config(imdb_dir, tmp_path, monkeypatch, capsys,
+                                                                       content, message):
+    (tmp_path / "tiny.toml").write_text("\n".join(tiny()) + "\n")
+    argv = ["run", str(tmp_path / "tiny.toml"), "--data-dir", str(imdb_dir), "--out", str(tmp_path / "out")]
+    signal_at_call(monkeypatch, 5)
+    assert main(argv) == 130
+    monkeypatch.undo()
+    if content is not None:
+        (tmp_path / "out" / "tiny" / "last.pt").write_bytes(content)
+    assert main([*argv, "--resume", "--set", "lr=0.02"] if content is None else [*argv, "--resume"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_diverging_run_is_recorded_and_the_sweep_goes_on(imdb_dir, tmp_path):
+    metrics = sweep("lrs", "lr", [1e30, 0.5], ["huge", "fine"], base=None, data_dir=imdb_dir, out=tmp_path,
+                    overrides=tiny(optimizer="sgd"))
+    huge, fine = metrics
+    assert huge["diverged"] and huge["diverged_at"]["epoch"] == 1 and huge["best_dev_acc"] is None
+    assert not fine["diverged"] and fine["best_dev_acc"] > 0.5
+    saved = json.loads((tmp_path / "lrs" / "huge" / "metrics.json").read_text())
+    assert saved["diverged"] is True
+    assert "huge (diverged)" in (tmp_path / "lrs" / "summary.csv").read_text()
+
+
+def test_a_sweep_rerun_skips_finished_configs_unless_forced(imdb_dir, tmp_path, capsys):
+    args = dict(base=None, data_dir=imdb_dir, out=tmp_path, overrides=tiny(epochs=1))
+    sweep("s", "lr", [0.01, 0.02], ["a", "b"], **args)
+    capsys.readouterr()
+    sweep("s", "lr", [0.01, 0.02], ["a", "b"], **args)
+    assert capsys.readouterr().out.count("skipped") == 2
+    sweep("s", "lr", [0.01, 0.02], ["a", "b"], force=True, **args)
+    assert "skipped" not in capsys.readouterr().out
+
+
+def test_a_sweep_rerun_resumes_an_interrupted_config(imdb_dir, tmp_path, monkeypatch):
+    args = dict(base=None, data_dir=imdb_dir, out=tmp_path, overrides=tiny(epochs=2))
+    signal_at_call(monkeypatch, 30)  # during the second configuration
+    with pytest.raises(train.Interrupted):
+        sweep("s", "lr", [0.01, 0.02], ["a", "b"], **args)
+    monkeypatch.undo()
+    metrics = sweep("s", "lr", [0.01, 0.02], ["a", "b"], **args)
+    assert [len(m["history"]) for m in metrics] == [2, 2]
+
+
+def test_a_run_never_overwrites_a_different_configs_folder(imdb_dir, tmp_path, capsys):
+    (tmp_path / "tiny.toml").write_text("\n".join(tiny(epochs=1)) + "\n")
+    argv = ["run", str(tmp_path / "tiny.toml"), "--data-dir", str(imdb_dir), "--out", str(tmp_path / "out")]
+    assert main(argv) == 0
+    before = (tmp_path / "out" / "tiny" / "metrics.json").read_text()
+    assert main([*argv, "--set", "lr=0.5"]) == 2
+    assert "holds a run with a different config (lr)" in capsys.readouterr().err
+    assert (tmp_path / "out" / "tiny" / "metrics.json").read_text() == before
+    assert main(argv) == 0  # the same config may run again in its own folder
+
+
+def test_a_crash_while_writing_leaves_the_previous_file_whole(tmp_path):
+    path = tmp_path / "metrics.json"
+    path.write_text("previous")
+    with pytest.raises(RuntimeError):
+        with atomic_path(path) as tmp:
+            tmp.write_text("half writ")
+            raise RuntimeError("killed")
+    assert path.read_text() == "previous" and [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_deterministic_flag_turns_on_deterministic_algorithms(imdb_dir, tmp_path):
+    (tmp_path / "tiny.toml").write_text("\n".join(tiny(epochs=1)) + "\n")
+    try:
+        assert main(["run", str(tmp_path / "tiny.toml"), "--data-dir", str(imdb_dir), "--out", str(tmp_path),
+                     "--deterministic"]) == 0
+        assert torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
