@@ -158,3 +158,27 @@ def test_training_images_are_normalized_to_zero_mean_and_unit_std(cifar_dir):
     config = load_config(None, settings(task="cifar10", model="cnn", dev_size=50, device="cpu"))
     x = load_task(config, cifar_dir, torch.device("cpu"))["train"][0]
     assert x.mean((0, 2, 3)).abs().max() < 1e-4 and (x.std((0, 2, 3)) - 1).abs().max() < 1e-3
+
+
+def test_missing_image_data_without_network_says_where_it_looked(tmp_path, monkeypatch):
+    from torchvision import datasets
+
+    def no_network(*args, **kwargs):
+        raise RuntimeError("network is unreachable")
+    monkeypatch.setattr(datasets, "CIFAR10", no_network)
+    with pytest.raises(UserError, match=f"cifar10 not found: looked for {tmp_path}/cifar10/train.npz.*--data-dir"):
+        load_images("cifar10", tmp_path)
+
+
+def test_predict_refuses_a_foreign_torch_file(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "run" / "model.pt")  # valid torch, not ours
+    assert main(["predict", str(tmp_path / "run"), "--images", "x.npz", "--out", str(tmp_path / "s.csv")]) == 2
+    assert "not a readable checkpoint of this toolkit" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_asking_for_a_missing_device_is_a_one_line_error(fashion_dir, tmp_path, capsys):
+    assert main(["run", "configs/fashion_mlp.toml", "--data-dir", str(fashion_dir), "--out", str(tmp_path),
+                 "--set", "device='cuda'"]) == 2
+    assert "device = 'cuda' is not available" in capsys.readouterr().err
