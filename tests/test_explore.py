@@ -1,6 +1,6 @@
 import csv
 
-from explore import draw_sweep, explore_init, explore_mlp_structures
+from explore import explore_init, explore_mlp_structures
 from main import main
 
 

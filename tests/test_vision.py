@@ -8,7 +8,7 @@ from augment import batch_augment
 from cnn import Net
 from config import UserError, load_config
 from data import load_images
-from experiment import predict, run
+from experiment import run
 from main import main
 
 
