@@ -78,11 +78,23 @@ def load_state(path, config):
     except Exception as e:
         raise UserError(f"{path}: not a readable training checkpoint ({type(e).__name__}); delete it to start "
                         f"over") from None
-    if config_hash(saved) != config_hash(config):
-        changed = sorted(k for k in config if saved.get(k) != config[k])
+    changed = changed_keys(saved, config)
+    if changed:
         raise UserError(f"{path}: saved with a different config ({', '.join(changed)}); resume with the same "
                         f"config or use another --out")
     return state
+
+
+def changed_keys(saved, config):
+    """The config keys whose values differ ([] when the two configs are the same run)."""
+    if config_hash(saved) == config_hash(config):
+        return []
+    return sorted(k for k in config if saved.get(k) != config[k])
+
+
+def saved_config(path):
+    """The config stored in last.pt, without reading its tensors (mmap: the file can be 1 GB)."""
+    return torch.load(path, map_location="cpu", weights_only=False, mmap=True)["config"]
 
 
 def save_best(path, state, config, epoch, dev_acc, meta):

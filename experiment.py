@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from augment import batch_augment
-from checkpoint import config_hash
+from checkpoint import changed_keys, saved_config
 from cnn import make_cnn
 from config import UserError
 from data import CLASS_NAMES, dev_split, load_images, load_imdb, read_npz, resolve_data_dir
@@ -102,12 +102,11 @@ def check_run_dir(out_dir, config):
         if not path.is_file():
             continue
         try:
-            saved = json.loads(path.read_text())["config"] if name == "metrics.json" else \
-                torch.load(path, map_location="cpu", weights_only=False)["config"]
+            saved = json.loads(path.read_text())["config"] if name == "metrics.json" else saved_config(path)
         except Exception:
             raise UserError(f"{path}: exists but is unreadable; move it away or choose another --out") from None
-        if config_hash(saved) != config_hash(config):
-            changed = sorted(k for k in config if saved.get(k) != config[k])
+        changed = changed_keys(saved, config)
+        if changed:
             raise UserError(f"{out_dir} holds a run with a different config ({', '.join(changed)}); choose "
                             f"another --out or --set name=...")
 

@@ -46,36 +46,38 @@ def imdb_dir(tmp_path):
     return tmp_path / "data"
 
 
+def image_folder(root, name, x, y, test_x):
+    """root/data/<name>/ laid out like ../shared/data: train.npz (x, y) and test_images.npz (x only)."""
+    folder = root / "data" / name
+    folder.mkdir(parents=True)
+    np.savez(folder / "train.npz", x=x, y=y.astype(np.uint8))
+    np.savez(folder / "test_images.npz", x=test_x)
+    return root / "data"
+
+
+def banded_images(rng, n, shape, band):
+    """n noisy uint8 images labelled 0..9 in turn; band(image, label) brightens a class-specific region."""
+    y = np.arange(n) % 10
+    x = rng.integers(0, 70, size=(n, *shape), dtype=np.uint8)
+    for image, c in zip(x, y):
+        band(image, c)
+    return x, y
+
+
 @pytest.fixture
 def fashion_dir(tmp_path):
     """DIR/fashion_mnist with 300 28x28 images whose class sets the brightness of one row band."""
+    def band(image, c):
+        image[2 * c + 4:2 * c + 6] = 250
     rng = np.random.default_rng(0)
-    folder = tmp_path / "data" / "fashion_mnist"
-    folder.mkdir(parents=True)
-
-    def images(n):
-        y = np.arange(n) % 10
-        x = rng.integers(0, 60, size=(n, 28, 28), dtype=np.uint8)
-        for i, c in enumerate(y):
-            x[i, 2 * c + 4:2 * c + 6] = 250
-        return x, y.astype(np.uint8)
-
-    x, y = images(300)
-    np.savez(folder / "train.npz", x=x, y=y)
-    np.savez(folder / "test_images.npz", x=images(40)[0])
-    return tmp_path / "data"
+    x, y = banded_images(rng, 300, (28, 28), band)
+    return image_folder(tmp_path, "fashion_mnist", x, y, banded_images(rng, 40, (28, 28), band)[0])
 
 
 @pytest.fixture
 def cifar_dir(tmp_path):
     """DIR/cifar10 with 200 32x32 RGB images whose class sets which colour channel and stripe are bright."""
-    rng = np.random.default_rng(0)
-    folder = tmp_path / "data" / "cifar10"
-    folder.mkdir(parents=True)
-    y = np.arange(200) % 10
-    x = rng.integers(0, 80, size=(200, 32, 32, 3), dtype=np.uint8)
-    for i, c in enumerate(y):
-        x[i, 3 * c:3 * c + 3, :, c % 3] = 255
-    np.savez(folder / "train.npz", x=x, y=y.astype(np.uint8))
-    np.savez(folder / "test_images.npz", x=x[:30])
-    return tmp_path / "data"
+    def band(image, c):
+        image[3 * c:3 * c + 3, :, c % 3] = 255
+    x, y = banded_images(np.random.default_rng(0), 200, (32, 32, 3), band)
+    return image_folder(tmp_path, "cifar10", x, y, x[:30])
