@@ -14,4 +14,22 @@ def test_quick_bench_writes_json_and_markdown_with_every_system(imdb_dir, fashio
     assert ("sentiment_features", "cold") in systems and ("sentiment_features", "cached") in systems
     cnn = [r for r in result["rows"] if r["task"] == "cifar10_cnn"]
     assert cnn and all(r["achieved_gflops"] > 0 and r["samples_per_s"] > 0 for r in cnn)
+    assert {c["baseline"].split(" (")[0] for c in result["speedups"]} == {"textbook loop", "sklearn MLPClassifier"}
+    assert 0 < result["fashion_profile"]["fp32"]["matmul_share"] <= 1
+    assert result["fashion_profile"]["fp32"]["matmul_gflops"] > 0
     assert "| task | system |" in (tmp_path / "bench.md").read_text()
+
+
+def test_speed_targets_need_both_the_speedup_and_equal_or_better_accuracy():
+    from bench import speedups
+
+    def fashion(system, samples_per_s, accuracy):
+        return {"task": "fashion_mlp", "system": system, "samples_per_s": samples_per_s, "accuracy": accuracy}
+    rows = [fashion("toolkit (fast, less accurate)", 310, 0.889), fashion("toolkit (fast, as accurate)", 310, 0.890),
+            fashion("toolkit with the textbook recipe", 1000, 0.95),  # not a recipe row: not compared
+            fashion("textbook loop", 100, 0.890), fashion("sklearn MLPClassifier", 160, 0.880)]
+    met = {(c["toolkit"], c["baseline"]): c["met"] for c in speedups(rows)}
+    assert met == {("toolkit (fast, less accurate)", "textbook loop"): False,  # 3.1x but 0.1 point worse
+                   ("toolkit (fast, less accurate)", "sklearn MLPClassifier"): False,  # more accurate, 1.9x
+                   ("toolkit (fast, as accurate)", "textbook loop"): True,
+                   ("toolkit (fast, as accurate)", "sklearn MLPClassifier"): False}
