@@ -17,16 +17,16 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
 import experiment
-from augment import batch_augment
 from config import load_config
 from data import ROOT
-from experiment import build_model, load_task, place, run
+from experiment import build_model, load_task, make_augment, place, run
 from files import write_json, write_text
-from train import amp_dtype, autocast, make_optimizer
+from train import amp_dtype, make_optimizer, train_step
 
 # Fashion-MNIST: the same network for every system (784-512-256-10, ReLU, Adam, no regularization), and
 # two recipes. The toolkit's is its choice for short runs: batches of 512 with lr 2e-3 (per step) decayed
@@ -130,7 +130,7 @@ def bench_fashion(data_dir, epochs, seeds, rows, sets):
         seconds, accs = sorted(s for s, _ in results)[len(results) // 2], [a for _, a in results]
         r = row("fashion_mlp", name, epochs, seconds, n, sum(accs) / len(accs))  # median seconds, mean accuracy
         rows.append({**r, "seeds": list(seeds), "seconds_runs": [s for s, _ in results], "accuracy_runs": accs})
-    return {("bf16" if amp else "fp32"): profile_matmuls({**toolkit, "amp": amp}, data, amp)
+    return {("bf16" if amp else "fp32"): profile_matmuls({**toolkit, "amp": amp}, data)
             for amp in ([False, True] if bf16 else [False])}
 
 
@@ -151,24 +151,22 @@ def bench_sentiment(data_dir, rows, sets):
                                                                       ["train"][1]), h["dev_acc"]))
 
 
-def make_step(config, data, amp):
-    """step(i): one training step of the toolkit's loop on batch i (augmentation included where configured),
-    on a fresh model; for timing steps without epochs, evaluation or files around them."""
+def make_step(config, data):
+    """step(i): the loop's training step (train.train_step, augmentation included where configured) on batch
+    i, on a fresh model; for timing steps without epochs, evaluation or files around them."""
     x, y = data["train"]
     torch.manual_seed(0)
     model = place(build_model(config, data["meta"]["input_dim"]), config, torch.device("cpu")).train()
     optimizer = make_optimizer(model, config, torch.device("cpu"))
+    scaler = torch.amp.GradScaler("cpu", enabled=False)  # loss scaling is for fp16 on GPUs only
+    criterion = nn.CrossEntropyLoss(label_smoothing=config["label_smoothing"])
+    augment = make_augment(config) or (lambda xb, gen: xb)
     gen = torch.Generator().manual_seed(0)
     bs = config["batch_size"]
 
     def step(i):
         idx = torch.arange(i * bs, (i + 1) * bs) % len(y)
-        xb = batch_augment(x[idx], gen, config["translate"]) if config["augment"] else x[idx]
-        with autocast(torch.device("cpu"), amp):
-            loss = F.cross_entropy(model(xb).float(), y[idx], label_smoothing=config["label_smoothing"])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        train_step(model, optimizer, scaler, criterion, augment(x[idx], gen), y[idx], config["amp"])
     return step
 
 
@@ -195,10 +193,10 @@ def quiet_stderr():
         os.close(saved)
 
 
-def profile_matmuls(config, data, amp, steps=20):
+def profile_matmuls(config, data, steps=20):
     """Where a toolkit step's time goes: the share spent in matrix multiplies (torch.profiler, self time of
     aten::mm/addmm) and the GFLOP/s those reach. A share near 1 at the matmul ceiling means compute-bound."""
-    step = make_step(config, data, amp)
+    step = make_step(config, data)
     _, mm_flops = step_flops(step)
     step(1)
     with quiet_stderr(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
@@ -213,7 +211,7 @@ def bench_cnn(data_dir, steps, rows, matmul, sets):
     config = load_config(ROOT / "configs" / "cifar10_cnn.toml", sets)
     data = load_task(config, data_dir, torch.device("cpu"))
     for amp in (False, True):
-        step = make_step({**config, "amp": amp}, data, amp)
+        step = make_step({**config, "amp": amp}, data)
         flops = step_flops(step)[0]  # the dtype does not change the count
         step(1)
         start = time.perf_counter()

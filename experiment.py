@@ -125,11 +125,15 @@ def run(config, data_dir=None, out_root="runs", resume=False):
     data = load_task(config, data_dir, device)
     torch.manual_seed(config["seed"])  # the same seed gives the same initial weights
     model = place(build_model(config, data["meta"]["input_dim"]), config, device)
-    augment = None
-    if config["augment"] and config["task"] != "sentiment":
-        augment = lambda xb, gen: batch_augment(xb, gen, config["translate"])
-    return fit(model, data, config, out_dir, augment=augment, extra={"data_seconds": time.perf_counter() - start},
-               resume=resume)
+    return fit(model, data, config, out_dir, augment=make_augment(config),
+               extra={"data_seconds": time.perf_counter() - start}, resume=resume)
+
+
+def make_augment(config):
+    """augment(xb, generator) for the loop, or None: flips and shifts of whole image batches when configured."""
+    if not config["augment"] or config["task"] == "sentiment":
+        return None
+    return lambda xb, gen: batch_augment(xb, gen, config["translate"])
 
 
 def load_checkpoint(run_dir):

@@ -98,6 +98,18 @@ def autocast(device, enabled):
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
+def train_step(model, optimizer, scaler, criterion, xb, yb, amp):
+    """One optimization step on a batch (the loop's, and what `main.py bench` times); returns (logits, loss)."""
+    with autocast(xb.device, amp):
+        logits = model(xb)
+        loss = criterion(logits.float(), yb)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return logits, loss
+
+
 @torch.inference_mode()
 def evaluate(model, x, y, config, batch_size=2048):
     """(mean loss or None, accuracy or None, predicted classes) of model on x; eval mode, no autograd."""
@@ -188,13 +200,7 @@ def fit(model, data, config, out_dir, augment=None, extra=None, resume=False):
                 xb, yb = take(x, idx), y[idx]
                 if augment is not None:
                     xb = augment(xb, gen)
-                with autocast(device, config["amp"]):
-                    logits = step_model(xb)
-                    loss = criterion(logits.float(), yb)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
+                logits, loss = train_step(step_model, optimizer, scaler, criterion, xb, yb, config["amp"])
                 scheduler.step()
                 if ema is not None:
                     ema.update_parameters(model)
