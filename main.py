@@ -103,8 +103,9 @@ def dispatch(args):
         # re-allocates a 400 MB dense gradient every step: in 4 KB pages a one-epoch run took 4.6 M page
         # faults (0.2 M on huge pages) and its epoch 12.4 s instead of 7.3 s, same results. Fashion-MNIST
         # and the fp32 CNN ran as fast either way (Fashion ~5% slower after a sentiment sweep in the same
-        # process, as in `make run`: a small price beside the sweep's gain), but the bf16 CNN lost ~9%
-        # (520 vs 573 images/s), so CIFAR-10 runs leave it off. A value already in the environment wins.
+        # process, as in `make run`: a small price beside the sweep's gain), but the bf16 CNN lost ~7%
+        # (553 vs 596 images/s, 8 alternated runs), so CIFAR-10 runs leave it off. A value already in the
+        # environment wins.
         os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     if getattr(args, "deterministic", False):
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it to be deterministic
