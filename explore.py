@@ -108,5 +108,25 @@ def explore_init(data_dir=None, out="runs", overrides=(), force=False, seeds=(0,
     return write_summary(sweep_dir, metrics)
 
 
+def explore_sgd_learning_rates(data_dir=None, out="runs", overrides=(), force=False, seeds=(0, 1, 2),
+                               lrs=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)):
+    """The first assignment's learning-rate experiment on the init sweep's model (configs/fashion_init.toml: a
+    one-hidden-layer sigmoid MLP, SGD with momentum, 4 epochs): each rate with several seeds, mean and spread.
+    It runs on the toolkit's torch loop rather than numpy_nn: re-runs skip finished runs, each run keeps its
+    metrics.json for `main.py plot`, and `explore scratch` shows numpy_nn lands where this loop does."""
+    sweep_dir = Path(out) / "sgd-learning-rates"
+    configs = [load_config(ROOT / "configs" / "fashion_init.toml", overrides,
+                           last={"lr": lr, "seed": seed, "name": f"lr={lr:g}-seed{seed}"})
+               for lr in lrs for seed in seeds]
+    metrics = [run_or_skip(config, data_dir, sweep_dir, force) for config in configs]
+    for key, label in (("dev_acc", "dev accuracy"), ("dev_loss", "dev loss"), ("train_loss", "train loss")):
+        curves = {f"lr={lr:g}": [[h[key] for h in m["history"]] for m in metrics if m["config"]["lr"] == lr]
+                  for lr in lrs}
+        plot_spread(curves, label, f"SGD learning rate: {label}, mean and min-max over seeds",
+                    sweep_dir / f"{key}.png")
+    return write_summary(sweep_dir, metrics)
+
+
 SWEEPS = {"structures": explore_mlp_structures, "activations": explore_mlp_activations,
-          "learning-rates": explore_mlp_learning_rates, "init": explore_init}
+          "learning-rates": explore_mlp_learning_rates, "init": explore_init,
+          "sgd-learning-rates": explore_sgd_learning_rates}

@@ -2,6 +2,8 @@
 
   python main.py run CONFIG [--data-dir DIR] [--out DIR] [--set key=value ...]
   python main.py explore structures|activations|learning-rates|init|theory [--data-dir DIR] [--out DIR] [--set ...]
+  python main.py explore sgd-learning-rates|scratch [--data-dir DIR] [--out DIR] [--set ...]   by-hand homework
+  python main.py explore gradcheck|backprop [--out DIR]   numpy layers vs autograd; backprop three ways, timed
   python main.py predict RUN_DIR --images FILE.npz [--out submission.csv]
   python main.py bench [--data-dir DIR] [--out DIR] [--quick]   toolkit vs textbook loop vs scikit-learn
   python main.py plot SWEEP_DIR|RUN_DIR [--data-dir DIR]   redraw plots from saved metrics (and model.pt)
@@ -14,7 +16,9 @@ from pathlib import Path
 
 from config import UserError
 
-EXPLORATIONS = ["structures", "activations", "learning-rates", "init", "theory"]
+EXPLORATIONS = ["structures", "activations", "learning-rates", "init", "theory", "sgd-learning-rates", "gradcheck",
+                "backprop", "scratch"]
+BY_HAND = ["gradcheck", "backprop", "scratch"]  # byhand.py: the numpy layers of numpy_nn.py
 DEFAULT_CONFIGS = ["configs/fashion_mlp.toml"]  # run after the structures sweep by `make run`
 
 
@@ -123,6 +127,9 @@ def dispatch(args):
         from theory import run_theory
         run_theory(Path(args.out) / "theory")
         print(f"theory.json and plots in {Path(args.out) / 'theory'}/")
+    elif args.command == "explore" and args.sweep in BY_HAND:
+        from byhand import explore
+        return explore(args.sweep, args.data_dir, args.out, args.set, args.force)
     elif args.command == "explore":
         from explore import SWEEPS
         SWEEPS[args.sweep](args.data_dir, args.out, args.set, args.force)
