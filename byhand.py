@@ -237,10 +237,10 @@ def mlp_problem(rng, n, d, hidden, k):
             w(hidden, (hidden, k)), w(hidden, k))
 
 
-def seconds_per_call(fn, args, min_seconds=1.0, max_calls=1000):
-    """Median time of repeated calls, at least one and as many as fit in about min_seconds."""
+def seconds_per_call(fn, args, min_seconds=1.0, min_calls=3, max_calls=1000):
+    """Median time of repeated calls: at least min_calls, and as many as fit in about min_seconds."""
     times = []
-    while not times or (sum(times) < min_seconds and len(times) < max_calls):
+    while len(times) < min_calls or (sum(times) < min_seconds and len(times) < max_calls):
         t0 = time.perf_counter()
         fn(*args)
         times.append(time.perf_counter() - t0)
@@ -254,7 +254,8 @@ def explore_backprop(out="runs", n=64, d=784, hidden=64, k=10):
     from explore import print_table
     problem = mlp_problem(np.random.default_rng(0), n, d, hidden, k)
     reference = backprop_batch(*problem)[1]
-    header = ["form", "seconds_per_batch", "calls_timed", "x_batch_matrices_time", "max_abs_grad_diff_vs_batch"]
+    header = ["form", "seconds_per_batch", "calls_timed", "time_relative_to_batch_matrices",
+              "max_abs_grad_diff_vs_batch"]
     rows = []
     for name, fn in BACKPROP_FORMS.items():
         grads = fn(*problem)[1]
