@@ -107,8 +107,8 @@ def check_layer(layer, x, torch_forward, rng):
 
 
 def check_softmax_cross_entropy(rng):
-    import torch.nn.functional as F
     import torch
+    import torch.nn.functional as F
     logits, labels = 3 * rng.standard_normal((4, 5)), rng.integers(0, 5, size=4)
     ce = nn.SoftmaxCrossEntropy()
 
