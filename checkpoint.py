@@ -14,7 +14,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from config import UserError
+from config import DEFAULTS, UserError
 from files import atomic_path
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -86,10 +86,11 @@ def load_state(path, config):
 
 
 def changed_keys(saved, config):
-    """The config keys whose values differ ([] when the two configs are the same run)."""
+    """The config keys whose values differ ([] when the two configs are the same run). A key the saved
+    config lacks (added to config.py after that run) counts as its default, so old runs stay valid."""
     if config_hash(saved) == config_hash(config):
         return []
-    return sorted(k for k in config if saved.get(k) != config[k])
+    return sorted(k for k in config if saved.get(k, DEFAULTS.get(k)) != config[k])
 
 
 def saved_config(path):

@@ -37,6 +37,8 @@ DEFAULTS = dict(
     seed=0,
     device="auto",           # auto | cpu | cuda | mps
     dev_size=5000,           # examples held out of train (seeded, stratified) for model selection
+    max_train=0,             # keep this many training examples (seeded random subset, after the dev split);
+                             # 0 = all. For smoke runs (the notebook's NOTEBOOK_SMOKE=1); test sets stay whole
     # sentiment features (scikit-learn TfidfVectorizer)
     ngram_max=2,             # word n-grams 1..ngram_max
     min_df=2,                # drop n-grams seen in fewer training reviews
@@ -64,7 +66,7 @@ CHOICES = dict(
 RANGES = dict(
     epochs=(1, None, True), batch_size=(1, None, True), lr=(0, None, False), dropout=(0, 1, True),
     momentum=(0, 1, True), weight_decay=(0, None, True), gamma=(0, 1, False), warmup=(0, 1, True),
-    label_smoothing=(0, 1, True), dev_size=(1, None, True), ngram_max=(1, 5, True), min_df=(1, None, True),
+    label_smoothing=(0, 1, True), dev_size=(1, None, True), max_train=(0, None, True), ngram_max=(1, 5, True), min_df=(1, None, True),
     max_features=(0, None, True), translate=(0, 16, True), ema=(0, 1, True),
 )
 

@@ -43,6 +43,13 @@ def dev_split(labels, dev_size, seed=SPLIT_SEED):
     return np.sort(train_idx), np.sort(dev_idx)
 
 
+def cap_train(train_idx, max_train, seed=SPLIT_SEED):
+    """A seeded random subset of max_train training indices (all of them when max_train is 0 or larger)."""
+    if not max_train or max_train >= len(train_idx):
+        return train_idx
+    return np.sort(np.random.default_rng(seed).permutation(train_idx)[:max_train])
+
+
 # ---------------------------------------------------------------- IMDB
 
 def read_jsonl(path, need_labels):

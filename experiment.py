@@ -10,7 +10,7 @@ from augment import batch_augment
 from checkpoint import changed_keys, saved_config
 from cnn import make_cnn
 from config import UserError
-from data import CLASS_NAMES, dev_split, load_images, load_imdb, read_npz, resolve_data_dir
+from data import CLASS_NAMES, cap_train, dev_split, load_images, load_imdb, read_npz, resolve_data_dir
 from features import FEATURE_KEYS, tfidf_features, to_torch
 from files import write_submission
 from mlp import SentimentClassifier, initialize, make_activation
@@ -40,6 +40,7 @@ def load_sentiment(config, data_dir, device):
     raw = load_imdb(data_dir)
     texts, labels = raw["train"]
     tr, dv = dev_split(labels, config["dev_size"])
+    tr = cap_train(tr, config["max_train"])
     parts = [[texts[i] for i in tr], [texts[i] for i in dv], raw["test"][0]]
     (m_tr, m_dv, m_te), seconds, cached = tfidf_features(parts, config)
     print(f"features: {m_tr.shape[1]} n-grams, {'cache' if cached else 'fitted'} in {seconds:.1f}s", flush=True)
@@ -55,6 +56,7 @@ def load_vision(config, data_dir, device):
     raw = load_images(config["task"], data_dir)
     x, y = raw["train"]
     tr, dv = dev_split(y, config["dev_size"])
+    tr = cap_train(tr, config["max_train"])
     # normalize with the training part's per-channel statistics (dev and test never leak into them)
     mean, std = (torch.tensor(s, dtype=torch.float32, device=device).reshape(1, -1, 1, 1)
                  for s in channel_stats(x[tr]))
@@ -69,7 +71,7 @@ def load_vision(config, data_dir, device):
 
 def load_task(config, data_dir, device):
     data_dir = resolve_data_dir(data_dir)
-    keys = ("task", "dev_size") + (FEATURE_KEYS if config["task"] == "sentiment" else ())
+    keys = ("task", "dev_size", "max_train") + (FEATURE_KEYS if config["task"] == "sentiment" else ())
     key = (str(data_dir), str(device)) + tuple(str(config[k]) for k in keys)
     if key not in _loaded:
         _loaded.clear()  # keep one data set in memory at a time

@@ -7,7 +7,7 @@ Importable for notebooks and Colab:
 import json
 from pathlib import Path
 
-from checkpoint import config_hash
+from checkpoint import changed_keys
 from config import load_config
 from data import ROOT
 from experiment import run
@@ -34,7 +34,7 @@ def run_or_skip(config, data_dir, sweep_dir, force=False):
     out_dir = sweep_dir / config["name"]
     if not force and (out_dir / "metrics.json").is_file():
         metrics = json.loads((out_dir / "metrics.json").read_text())
-        if metrics.get("config_hash") == config_hash(config):
+        if not changed_keys(metrics["config"], config):
             print(f"{config['name']}: finished before, skipped (--force runs it again)", flush=True)
             return metrics
     resume = not force and (out_dir / "last.pt").is_file()
