@@ -17,13 +17,13 @@ import torch
 import torchvision
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from tqdm.auto import tqdm
 
 from checkpoint import Interrupted, config_hash, load_state, rng_states, save_best, save_state, set_rng_states, \
     stop_requests
 from config import UserError
 from files import write_json, write_submission
 from plots import plot_confusion, plot_image_grid, plot_run
+from progress import progress_bar
 
 
 def pick_device(name):
@@ -194,7 +194,7 @@ def fit(model, data, config, out_dir, augment=None, extra=None, resume=False):
             if perm is None:
                 perm = torch.randperm(n, device=device, generator=gen)
                 sums = [torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long)]
-            bar = tqdm(range(first_step, steps), desc=f"{config['name']} {epoch}/{config['epochs']}", leave=False)
+            bar = progress_bar(range(first_step, steps), f"{config['name']} {epoch}/{config['epochs']}")
             for i in bar:
                 idx = perm[i * config["batch_size"]:(i + 1) * config["batch_size"]]
                 xb, yb = take(x, idx), y[idx]
