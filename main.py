@@ -62,8 +62,8 @@ def check_out(out):
 def main(argv=None):
     """Exit code: 0 on success, 2 for a user mistake (one line on stderr, no traceback), 130/143 when
     Ctrl-C/SIGTERM stopped training (its state saved for --resume)."""
-    from checkpoint import Interrupted
-    args = parse_args(argv)
+    args = parse_args(argv)  # before any heavy import: --help and argument errors answer at once
+    from checkpoint import Interrupted  # loads torch (~1-2 s)
     try:
         return dispatch(args) or 0
     except UserError as e:
@@ -102,15 +102,7 @@ def dispatch(args):
         from config import load_config
         config = load_config(args.config, args.set)
     if config is None or config["task"] != "cifar10":
-        # PyTorch puts CPU tensors of 2 MB and more on transparent huge pages when THP_MEM_ALLOC_ENABLE=1,
-        # read once at its first allocation, hence here, before torch loads. The sentiment MLP frees and
-        # re-allocates a 400 MB dense gradient every step: in 4 KB pages a one-epoch run took 4.6 M page
-        # faults (0.2 M on huge pages) and its epoch 12.4 s instead of 7.3 s, same results. Fashion-MNIST
-        # and the fp32 CNN ran as fast either way (Fashion ~5% slower after a sentiment sweep in the same
-        # process, as in `make run`: a small price beside the sweep's gain), but the bf16 CNN lost ~7%
-        # (553 vs 596 images/s, 8 alternated runs), so CIFAR-10 runs leave it off. A value already in the
-        # environment wins.
-        os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+        huge_pages()
     if getattr(args, "deterministic", False):
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it to be deterministic
         import torch
@@ -124,9 +116,7 @@ def dispatch(args):
         print_result(metrics, Path(args.out) / config["name"])
         return 1 if metrics["diverged"] else 0
     elif args.command == "explore" and args.sweep == "theory":
-        from theory import run_theory
-        run_theory(Path(args.out) / "theory")
-        print(f"theory.json and plots in {Path(args.out) / 'theory'}/")
+        explore_theory(args.out)
     elif args.command == "explore" and args.sweep in BY_HAND:
         from byhand import explore
         return explore(args.sweep, args.data_dir, args.out, args.set, args.force)
@@ -141,6 +131,88 @@ def dispatch(args):
         for path in DEFAULT_CONFIGS:
             config = load_config(path, args.set)
             print_result(run_or_skip(config, args.data_dir, Path(args.out)), Path(args.out) / config["name"])
+
+
+def huge_pages():
+    """PyTorch puts CPU tensors of 2 MB and more on transparent huge pages when THP_MEM_ALLOC_ENABLE=1, read
+    once at its first allocation, so this only helps before torch loads. The sentiment MLP frees and
+    re-allocates a 400 MB dense gradient every step: in 4 KB pages a one-epoch run took 4.6 M page faults
+    (0.2 M on huge pages) and its epoch 12.4 s instead of 7.3 s, same results. Fashion-MNIST and the fp32
+    CNN ran as fast either way (Fashion ~5% slower after a sentiment sweep in the same process, as in
+    `make run`: a small price beside the sweep's gain), but the bf16 CNN lost ~7% (553 vs 596 images/s,
+    8 alternated runs), so CIFAR-10 runs leave it off. A value already in the environment wins."""
+    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
+
+# ---------------------------------------------------------------- the same experiments as Python functions
+# For notebooks and the homework skeleton (`import main; main.explore_mlp_structures(epochs=5)`). Keyword
+# arguments become the `--set key=value` overrides the command line passes: any key of config.py works
+# (lr=3e-3, batch_size=128, max_train=400, ...), and a wrong one raises config.UserError naming it.
+# Each imports the heavy modules when called, so `import main` and `main.py --help` do not load torch.
+
+def as_overrides(settings):
+    """{'epochs': 2, 'device': 'cpu'} -> ['epochs=2', "device='cpu'"]; None means keep the config's value."""
+    return [f"{key}={value!r}" for key, value in settings.items() if value is not None]
+
+
+def sweep(name, data_dir, out, force, settings):
+    huge_pages()
+    import explore
+    metrics = getattr(explore, name)(data_dir, out, as_overrides(settings), force)
+    return {m["name"]: m for m in metrics}
+
+
+def explore_mlp_structures(data_dir=None, out="runs", epochs=None, device=None, force=False, **settings):
+    """IMDB MLP with hidden dims [], [512], [512, 512], [512, 512, 512]; plots and summary.csv in
+    OUT/structures/. Returns {config name: metrics}: each with its per-epoch `history` (train/dev loss and
+    accuracy, what the plots show), `best_dev_acc`, `best_epoch` and `test_acc` (None when withheld).
+    Finished configurations are skipped on a re-run unless force=True; data_dir defaults to $DATA_DIR."""
+    return sweep("explore_mlp_structures", data_dir, out, force, dict(epochs=epochs, device=device, **settings))
+
+
+def explore_mlp_activations(data_dir=None, out="runs", epochs=None, device=None, force=False, **settings):
+    """One 512 hidden layer with Sigmoid, Tanh, ReLU, GELU; OUT/activations/. Returns as explore_mlp_structures."""
+    return sweep("explore_mlp_activations", data_dir, out, force, dict(epochs=epochs, device=device, **settings))
+
+
+def explore_mlp_learning_rates(data_dir=None, out="runs", epochs=None, device=None, force=False, **settings):
+    """One 512 hidden layer at lr 1e-4 ... 1e-2; OUT/learning-rates/. Returns as explore_mlp_structures."""
+    return sweep("explore_mlp_learning_rates", data_dir, out, force, dict(epochs=epochs, device=device, **settings))
+
+
+def run_config(config, data_dir=None, out="runs", epochs=None, device=None, force=False, **settings):
+    """Train one configs/*.toml file (path relative to here or to this repository) into OUT/<name>/, as
+    `main.py run` does; a finished run with the same config is skipped unless force=True, an interrupted
+    one resumed. Returns its metrics (history, best_dev_acc, test_acc, ...)."""
+    from config import load_config
+    path = Path(config) if Path(config).is_file() else Path(__file__).resolve().parent / config
+    config = load_config(path, as_overrides(dict(epochs=epochs, device=device, **settings)))
+    if config["task"] != "cifar10":
+        huge_pages()
+    from explore import run_or_skip
+    metrics = run_or_skip(config, data_dir, Path(out), force)
+    print_result(metrics, Path(out) / config["name"])
+    return metrics
+
+
+def explore_theory(out="runs"):
+    """The written homework's claims checked numerically; theory.json and its figures in OUT/theory/."""
+    from theory import run_theory
+    results = run_theory(Path(out) / "theory")
+    print(f"theory.json and plots in {Path(out) / 'theory'}/")
+    return results
+
+
+def fetch_data(data_dir=None):
+    """Load each task's data once (downloading into data_dir, default $DATA_DIR or data/, when missing), so
+    that a missing file stops here and not after an hour of sweeps. Returns {task: (train, test) sizes}."""
+    from data import load_images, load_imdb, resolve_data_dir
+    sizes = {"sentiment": load_imdb(data_dir)}
+    sizes.update({task: load_images(task, data_dir) for task in ("fashion", "cifar10")})
+    sizes = {task: (len(d["train"][1]), len(d["test"][0])) for task, d in sizes.items()}
+    print(f"data from {resolve_data_dir(data_dir)}: " +
+          ", ".join(f"{task} {train:,} train / {test:,} test" for task, (train, test) in sizes.items()))
+    return sizes
 
 
 def print_result(metrics, out_dir):

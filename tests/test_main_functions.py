@@ -1,0 +1,74 @@
+"""main.py's experiment functions, called from Python as the homework skeleton does, and the pieces they
+rely on: max_train, skipping finished runs, quiet progress bars off a terminal, a --help that loads no torch."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import main
+from config import UserError, load_config
+from experiment import load_task
+from progress import progress_bar
+from train import pick_device
+
+
+def test_explore_functions_in_main_take_keyword_settings_and_return_each_configs_history(imdb_dir, tmp_path):
+    stats = main.explore_mlp_activations(data_dir=imdb_dir, out=tmp_path, epochs=2, device="cpu", dev_size=100,
+                                         min_df=1, hidden_dims=[16])
+    assert list(stats) == ["sigmoid", "tanh", "relu", "gelu"]
+    assert all(len(m["history"]) == 2 and 0 <= m["best_dev_acc"] <= 1 for m in stats.values())
+    assert stats["relu"]["config"]["epochs"] == 2 and (tmp_path / "activations" / "dev_acc.png").is_file()
+
+
+def test_a_misspelt_keyword_stops_before_any_training_with_the_key_named(imdb_dir, tmp_path):
+    with pytest.raises(UserError, match="unknown key 'epcohs'"):
+        main.explore_mlp_learning_rates(data_dir=imdb_dir, out=tmp_path, epcohs=1)
+    assert not (tmp_path / "learning-rates").exists()
+
+
+def test_importing_main_and_asking_for_help_load_no_torch():
+    code = "import sys, main\ntry:\n    main.main(['--help'])\nexcept SystemExit:\n    pass\nprint('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(main.__file__).parent)
+    assert result.stdout.strip().endswith("False")
+
+
+def test_max_train_keeps_the_same_random_subset_and_the_whole_dev_and_test_sets(fashion_dir):
+    config = load_config(None, ["task='fashion'", "dev_size=50", "max_train=60"])
+    train, dev, test = (load_task(config, fashion_dir, pick_device("cpu"))[k][0] for k in ("train", "dev", "test"))
+    assert (train.shape[0], dev.shape[0], test.shape[0]) == (60, 50, 40)
+    labels = load_task(config, fashion_dir, pick_device("cpu"))["train"][1]
+    assert len(set(labels.tolist())) > 5  # a shuffled subset, not the first rows of one class
+    everything = load_config(None, ["task='fashion'", "dev_size=50", "max_train=0"])
+    assert load_task(everything, fashion_dir, pick_device("cpu"))["train"][0].shape[0] == 250
+
+
+def test_negative_max_train_is_a_user_error_naming_the_key():
+    with pytest.raises(UserError, match="'max_train' = -1 is out of range"):
+        load_config(None, ["max_train=-1"])
+
+
+def test_a_run_saved_before_a_config_key_existed_is_still_recognised_as_finished(fashion_dir, tmp_path, capsys):
+    kwargs = dict(data_dir=fashion_dir, out=tmp_path, epochs=1, device="cpu", dev_size=50, hidden_dims=[8])
+    main.run_config("configs/fashion_mlp.toml", **kwargs)
+    path = tmp_path / "fashion_mlp" / "metrics.json"
+    metrics = json.loads(path.read_text())
+    del metrics["config"]["max_train"]  # as written before max_train was added
+    path.write_text(json.dumps(metrics))
+    capsys.readouterr()
+    main.run_config("configs/fashion_mlp.toml", **kwargs)
+    assert "finished before, skipped" in capsys.readouterr().out
+
+
+def test_progress_bar_writes_nothing_when_output_is_not_a_terminal(capsys):
+    for _ in progress_bar(range(500), "quiet"):
+        pass
+    assert capsys.readouterr().err == ""
+
+
+def test_progress_bar_draws_on_a_terminal(monkeypatch, capsys):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    for _ in progress_bar(range(5), "shown"):
+        pass
+    assert "shown" in capsys.readouterr().err
