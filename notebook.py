@@ -1,0 +1,91 @@
+"""What notebooks/colab.ipynb needs beside main.py's functions: smoke-mode settings, the machine's facts,
+showing the PNGs the runs wrote, and handing a submission over. Every experiment itself goes through main.py,
+the same functions the command line calls.
+"""
+import base64
+import os
+import sys
+from pathlib import Path
+
+# NOTEBOOK_SMOKE=1: every part on a few hundred examples for one epoch, to check the notebook runs top to
+# bottom (~1-2 minutes on 2 CPU cores). Test sets stay whole, so each submission.csv has one row per test
+# example; predicting them costs seconds (see README, "Notebook").
+SMOKE_SETTINGS = {"epochs": 1, "max_train": 400, "dev_size": 100}
+
+
+def smoke():
+    return os.environ.get("NOTEBOOK_SMOKE", "0") not in ("", "0")
+
+
+def settings():
+    """Keyword arguments for every main.* call: the smoke-mode shrink, or none for the real runs."""
+    return dict(SMOKE_SETTINGS) if smoke() else {}
+
+
+def out_dir():
+    """Smoke runs go to their own folder: their configs differ, and a run folder holds one config."""
+    return "runs/smoke" if smoke() else "runs"
+
+
+def in_colab():
+    return "google.colab" in sys.modules
+
+
+def device_report():
+    """Print and return what decides speed and precision here: GPU (name, memory, bf16), CPU (cores,
+    instruction set, native bf16), and the device and mixed-precision dtype runs will use."""
+    import torch
+    from train import amp_dtype, pick_device
+    device = pick_device("auto")
+    report = {"torch": torch.__version__, "device": str(device)}
+    if torch.cuda.is_available():
+        gpu = torch.cuda.get_device_properties(0)
+        report.update(gpu=gpu.name, gpu_memory_gib=round(gpu.total_memory / 2**30, 1),
+                      gpu_bf16=torch.cuda.is_bf16_supported())
+    else:
+        report["gpu"] = "none"
+    report.update(cpu_cores=os.cpu_count(), cpu_capability=torch.backends.cpu.get_cpu_capability(),
+                  cpu_native_bf16=amp_dtype(torch.device("cpu"), True) == torch.bfloat16,
+                  amp_dtype=str(amp_dtype(device, True) or torch.float32).removeprefix("torch."))
+    for key, value in report.items():
+        print(f"{key:>15}: {value}")
+    return report
+
+
+def cifar_config():
+    """The GPU recipe where CUDA is, the 2-core-CPU recipe otherwise."""
+    import torch
+    return "configs/cifar10_cnn_gpu.toml" if torch.cuda.is_available() else "configs/cifar10_cnn.toml"
+
+
+def show(*paths, width=400):
+    """Display PNGs side by side, inline. They were drawn by plots.py from saved metrics, so what the
+    notebook shows is what the command line writes."""
+    from IPython.display import HTML, display
+    images = [f'<img src="data:image/png;base64,{base64.b64encode(Path(p).read_bytes()).decode()}" '
+              f'width="{width}" style="display:inline-block; margin:2px">' for p in paths if Path(p).is_file()]
+    display(HTML("".join(images)))
+
+
+def show_sweep(sweep_dir):
+    """A sweep's dev loss and accuracy across configurations, then each configuration's train-vs-dev loss."""
+    sweep_dir = Path(sweep_dir)
+    show(sweep_dir / "dev_loss.png", sweep_dir / "dev_acc.png")
+    show(*sorted(sweep_dir.glob("*/loss.png"), key=lambda p: p.stat().st_mtime), width=300)
+
+
+def show_run(run_dir):
+    """A run's loss and accuracy curves, its dev confusion matrix and, for images, the prediction grid."""
+    run_dir = Path(run_dir)
+    show(run_dir / "loss.png", run_dir / "accuracy.png")
+    show(run_dir / "confusion.png", run_dir / "predictions.png", width=500)
+
+
+def hand_over(path):
+    """Say where a submission is and how many rows it has; on Colab also offer it for download."""
+    path = Path(path)
+    rows = sum(1 for _ in path.open()) - 1
+    print(f"{path}: {rows:,} predictions")
+    if in_colab():
+        from google.colab import files
+        files.download(str(path))
