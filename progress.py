@@ -3,8 +3,9 @@
 - Jupyter or Colab with ipywidgets: tqdm.auto's widget, redrawn in place; nothing piles up in the output.
 - A terminal: tqdm's text bar, redrawn in place with carriage returns.
 - Anything else (a log file, CI, a pipe, a notebook kernel without ipywidgets, where tqdm would fall back to
-  text): no bar; the loop's own line per epoch is the progress report. With a text bar a 30-epoch
-  Fashion-MNIST run wrote about 6,500 refreshes (~500 KB) into its log; without, 30 lines (~4 KB).
+  text): no bar; the loop's own line per epoch is the progress report. `main.py run
+  configs/fashion_mlp.toml --set epochs=3 > log 2>&1` wrote 601 bar refreshes (53,364 bytes) into the log
+  with a text bar (refreshes follow time, so a slower machine writes more), and 4 lines (393 bytes) without.
 """
 import importlib.util
 import sys
