@@ -155,7 +155,7 @@ def as_overrides(settings):
     return [f"{key}={value!r}" for key, value in settings.items() if value is not None]
 
 
-def sweep(name, data_dir, out, force, settings):
+def run_sweep(name, data_dir, out, force, settings):
     huge_pages()
     import explore
     metrics = getattr(explore, name)(data_dir, out, as_overrides(settings), force)
@@ -167,17 +167,17 @@ def explore_mlp_structures(data_dir=None, out="runs", epochs=None, device=None, 
     OUT/structures/. Returns {config name: metrics}: each with its per-epoch `history` (train/dev loss and
     accuracy, what the plots show), `best_dev_acc`, `best_epoch` and `test_acc` (None when withheld).
     Finished configurations are skipped on a re-run unless force=True; data_dir defaults to $DATA_DIR."""
-    return sweep("explore_mlp_structures", data_dir, out, force, dict(epochs=epochs, device=device, **settings))
+    return run_sweep("explore_mlp_structures", data_dir, out, force, dict(epochs=epochs, device=device, **settings))
 
 
 def explore_mlp_activations(data_dir=None, out="runs", epochs=None, device=None, force=False, **settings):
     """One 512 hidden layer with Sigmoid, Tanh, ReLU, GELU; OUT/activations/. Returns as explore_mlp_structures."""
-    return sweep("explore_mlp_activations", data_dir, out, force, dict(epochs=epochs, device=device, **settings))
+    return run_sweep("explore_mlp_activations", data_dir, out, force, dict(epochs=epochs, device=device, **settings))
 
 
 def explore_mlp_learning_rates(data_dir=None, out="runs", epochs=None, device=None, force=False, **settings):
     """One 512 hidden layer at lr 1e-4 ... 1e-2; OUT/learning-rates/. Returns as explore_mlp_structures."""
-    return sweep("explore_mlp_learning_rates", data_dir, out, force, dict(epochs=epochs, device=device, **settings))
+    return run_sweep("explore_mlp_learning_rates", data_dir, out, force, dict(epochs=epochs, device=device, **settings))
 
 
 def run_config(config, data_dir=None, out="runs", epochs=None, device=None, force=False, **settings):
