@@ -67,8 +67,7 @@ RANGES = dict(
     epochs=(1, None, True), batch_size=(1, None, True), lr=(0, None, False), dropout=(0, 1, True),
     momentum=(0, 1, True), weight_decay=(0, None, True), gamma=(0, 1, False), warmup=(0, 1, True),
     label_smoothing=(0, 1, True), dev_size=(1, None, True), max_train=(0, None, True), ngram_max=(1, 5, True),
-    min_df=(1, None, True),
-    max_features=(0, None, True), translate=(0, 16, True), ema=(0, 1, True),
+    min_df=(1, None, True), max_features=(0, None, True), translate=(0, 16, True), ema=(0, 1, True),
 )
 
 
