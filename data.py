@@ -71,6 +71,8 @@ def read_jsonl(path, need_labels):
                         raise UserError(f"{path}:{n}: 'label' must be 0 or 1, got {row['label']!r}")
                     labels.append(row["label"])
     except (UnicodeDecodeError, OSError, EOFError) as e:
+        if isinstance(e, OSError) and e.errno:  # the disk failed, not the file: a fault of the machine
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise UserError(f"{path}: cannot read as UTF-8 JSON lines ({e})") from None
     if not texts:
         raise UserError(f"{path}: no reviews in the file")
@@ -123,6 +125,12 @@ def read_npz(path, task, need_labels):
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
+    except MemoryError:
+        raise
+    except OSError as e:
+        if not e.errno:
+            raise UserError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from None
+        raise OSError(e.errno, e.strerror, str(path)) from e  # the disk failed, not the file
     except Exception as e:
         raise UserError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from None
     if "x" not in arrays:

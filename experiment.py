@@ -1,6 +1,8 @@
 """One run end to end: config -> data tensors on the device -> model -> the shared loop (train.fit)."""
+import glob
 import json
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +13,10 @@ from checkpoint import changed_keys, saved_config
 from cnn import make_cnn
 from config import UserError
 from data import CLASS_NAMES, cap_train, dev_split, load_images, load_imdb, read_npz, resolve_data_dir
+from faults import in_run
 from features import FEATURE_KEYS, tfidf_features, to_torch
 from files import write_submission
+from folders import clear, hold, new_run_dir
 from mlp import SentimentClassifier, initialize, make_activation
 from plots import plot_run
 from train import evaluate, fit, pick_device, plot_dev_predictions
@@ -113,22 +117,63 @@ def check_run_dir(out_dir, config):
                             f"another --out or --set name=...")
 
 
-def run(config, data_dir=None, out_root="runs", resume=False):
-    """Train one configuration; results go to OUT/<name>/. Returns the metrics dict."""
+def resume_dir(out_root, config):
+    """The folder --resume continues: of OUT/<name> and OUT/<name>-2, -3, ... holding a last.pt, the newest one
+    saved with this config (else the newest, whose load then says what differs)."""
+    first = Path(out_root) / config["name"]
+    numbered = [p for p in first.parent.glob(f"{glob.escape(config['name'])}-*") if p.name.rpartition("-")[2].isdigit()]
+    unfinished = [p for p in [first, *numbered] if (p / "last.pt").is_file()]
+    if not unfinished:
+        raise UserError(f"{first / 'last.pt'}: nothing to resume (no checkpoint); run without --resume to start")
+
+    def same_config(folder):
+        try:
+            return not changed_keys(saved_config(folder / "last.pt"), config)
+        except Exception:
+            return False
+    return max([p for p in unfinished if same_config(p)] or unfinished, key=lambda p: (p / "last.pt").stat().st_mtime)
+
+
+@contextmanager
+def run_dir(out_root, config, resume, overwrite, fixed):
+    """Hold the run's folder (see folders.py) for the block: the one --resume continues, OUT/<name> for a sweep
+    (fixed) or --overwrite, else OUT/<name> or the first free OUT/<name>-2, -3, ..."""
+    if resume:
+        folder = Path(out_root) / config["name"] if fixed else resume_dir(out_root, config)
+        with hold(folder):
+            yield folder
+    elif fixed:
+        with hold(Path(out_root) / config["name"]) as folder:
+            if not overwrite:
+                check_run_dir(folder, config)
+            clear(folder)  # what is left is a failed start of this config, or what --force replaces
+            yield folder
+    else:
+        with new_run_dir(out_root, config["name"], overwrite) as folder:
+            yield folder
+
+
+def run(config, data_dir=None, out_root="runs", resume=False, overwrite=False, fixed=False):
+    """Train one configuration; returns the metrics dict, with 'run_dir', the folder of its files.
+
+    A fresh run writes to OUT/<name>/ when that holds no run, else to the first free OUT/<name>-2, -3, ...;
+    overwrite=True replaces OUT/<name>'s results; resume=True continues the newest unfinished run of this
+    config. fixed=True (sweeps) always uses OUT/<name>, refusing another config's run. The folder is held
+    (an OS lock) until the run ends; a fault of the machine raises faults.Fault, one line."""
     start = time.perf_counter()
-    out_dir = Path(out_root) / config["name"]
-    if not resume:
-        check_run_dir(out_dir, config)
     try:
         make_activation(config["activation"])  # fail before a minute of featurization, not after
     except ValueError as e:
         raise UserError(f"config '{config['name']}': {e}") from None
-    device = pick_device(config["device"])
-    data = load_task(config, data_dir, device)
-    torch.manual_seed(config["seed"])  # the same seed gives the same initial weights
-    model = place(build_model(config, data["meta"]["input_dim"]), config, device)
-    return fit(model, data, config, out_dir, augment=make_augment(config),
-               extra={"data_seconds": time.perf_counter() - start}, resume=resume)
+    again = "run the same command again: it resumes" if fixed else "add --resume to continue"
+    with run_dir(out_root, config, resume, overwrite, fixed) as out_dir, in_run(out_dir, config, again):
+        device = pick_device(config["device"])
+        data = load_task(config, data_dir, device)
+        torch.manual_seed(config["seed"])  # the same seed gives the same initial weights
+        model = place(build_model(config, data["meta"]["input_dim"]), config, device)
+        metrics = fit(model, data, config, out_dir, augment=make_augment(config),
+                      extra={"data_seconds": time.perf_counter() - start}, resume=resume)
+    return {**metrics, "run_dir": str(out_dir)}
 
 
 def make_augment(config):

@@ -12,6 +12,7 @@ from config import load_config
 from data import ROOT
 from experiment import run
 from files import write_csv
+from folders import hold
 from plots import plot_spread, visualize_configs, visualize_epochs
 
 SENTIMENT_BASE = ROOT / "configs" / "sentiment_mlp.toml"
@@ -23,22 +24,23 @@ def sweep(sweep_name, key, values, names, base=SENTIMENT_BASE, data_dir=None, ou
     sweep_dir = Path(out) / sweep_name
     # validate every config before the first (possibly long) run starts
     configs = [load_config(base, overrides, last={key: value, "name": name}) for value, name in zip(values, names)]
-    for config in configs:
-        run_or_skip(config, data_dir, sweep_dir, force)
-    return draw_sweep(sweep_dir, names)
+    with hold(sweep_dir):  # a second process on the same sweep is refused, naming this one
+        for config in configs:
+            run_or_skip(config, data_dir, sweep_dir, force)
+        return draw_sweep(sweep_dir, names)
 
 
 def run_or_skip(config, data_dir, sweep_dir, force=False):
     """A sweep re-run skips configurations already finished (same config hash) unless force, and resumes
-    an interrupted one from its last.pt."""
+    an interrupted one from its last.pt (also one whose last writes failed after its metrics.json)."""
     out_dir = sweep_dir / config["name"]
-    if not force and (out_dir / "metrics.json").is_file():
+    resume = not force and (out_dir / "last.pt").is_file()
+    if not force and not resume and (out_dir / "metrics.json").is_file():
         metrics = json.loads((out_dir / "metrics.json").read_text())
         if not changed_keys(metrics["config"], config):
             print(f"{config['name']}: finished before, skipped (--force runs it again)", flush=True)
             return metrics
-    resume = not force and (out_dir / "last.pt").is_file()
-    return run(config, data_dir, sweep_dir, resume=resume)
+    return run(config, data_dir, sweep_dir, resume=resume, overwrite=force, fixed=True)
 
 
 def draw_sweep(sweep_dir, names):
@@ -101,11 +103,12 @@ def explore_init(data_dir=None, out="runs", overrides=(), force=False, seeds=(0,
     configs = [load_config(ROOT / "configs" / "fashion_init.toml", overrides,
                            last={"init": init, "seed": seed, "name": f"{init}-seed{seed}"})
                for init in inits for seed in seeds]
-    metrics = [run_or_skip(config, data_dir, sweep_dir, force) for config in configs]
-    curves = {init: [[h["dev_acc"] for h in m["history"]] for m in metrics if m["config"]["init"] == init]
-              for init in inits}
-    plot_spread(curves, "dev accuracy", "initialization: mean and min-max over seeds", sweep_dir / "dev_acc.png")
-    return write_summary(sweep_dir, metrics)
+    with hold(sweep_dir):
+        metrics = [run_or_skip(config, data_dir, sweep_dir, force) for config in configs]
+        curves = {init: [[h["dev_acc"] for h in m["history"]] for m in metrics if m["config"]["init"] == init]
+                  for init in inits}
+        plot_spread(curves, "dev accuracy", "initialization: mean and min-max over seeds", sweep_dir / "dev_acc.png")
+        return write_summary(sweep_dir, metrics)
 
 
 def explore_sgd_learning_rates(data_dir=None, out="runs", overrides=(), force=False, seeds=(0, 1, 2),
@@ -118,13 +121,14 @@ def explore_sgd_learning_rates(data_dir=None, out="runs", overrides=(), force=Fa
     configs = [load_config(ROOT / "configs" / "fashion_init.toml", overrides,
                            last={"lr": lr, "seed": seed, "name": f"lr={lr:g}-seed{seed}"})
                for lr in lrs for seed in seeds]
-    metrics = [run_or_skip(config, data_dir, sweep_dir, force) for config in configs]
-    for key, label in (("dev_acc", "dev accuracy"), ("dev_loss", "dev loss"), ("train_loss", "train loss")):
-        curves = {f"lr={lr:g}": [[h[key] for h in m["history"]] for m in metrics if m["config"]["lr"] == lr]
-                  for lr in lrs}
-        plot_spread(curves, label, f"SGD learning rate: {label}, mean and min-max over seeds",
-                    sweep_dir / f"{key}.png")
-    return write_summary(sweep_dir, metrics)
+    with hold(sweep_dir):
+        metrics = [run_or_skip(config, data_dir, sweep_dir, force) for config in configs]
+        for key, label in (("dev_acc", "dev accuracy"), ("dev_loss", "dev loss"), ("train_loss", "train loss")):
+            curves = {f"lr={lr:g}": [[h[key] for h in m["history"]] for m in metrics if m["config"]["lr"] == lr]
+                      for lr in lrs}
+            plot_spread(curves, label, f"SGD learning rate: {label}, mean and min-max over seeds",
+                        sweep_dir / f"{key}.png")
+        return write_summary(sweep_dir, metrics)
 
 
 SWEEPS = {"structures": explore_mlp_structures, "activations": explore_mlp_activations,

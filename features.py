@@ -6,10 +6,11 @@ the featurizer settings, makes every later run of a sweep start in seconds.
 """
 import hashlib
 import json
-import os
 import re
+import sys
 import time
 import warnings
+import zipfile
 
 import numpy as np
 import scipy.sparse as sp
@@ -17,6 +18,7 @@ import torch
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from data import ROOT
+from files import atomic_path
 
 CACHE_DIR = ROOT / "data" / "cache"
 FEATURE_KEYS = ("ngram_max", "min_df", "max_features")
@@ -43,9 +45,8 @@ def save_matrices(path, matrices):
     for i, m in enumerate(matrices):
         arrays.update({f"{i}_data": m.data, f"{i}_indices": m.indices, f"{i}_indptr": m.indptr,
                        f"{i}_shape": np.array(m.shape)})
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)  # a killed run never leaves a half-written cache behind
+    with atomic_path(path) as tmp:  # a killed or failed write never leaves a half-written cache behind
+        np.savez(tmp, **arrays)
 
 
 def load_matrices(path, count):
@@ -63,13 +64,19 @@ def tfidf_features(parts, config, cache_dir=None):
     path = cache_dir / f"tfidf-{cache_key(parts, settings)}.npz"
     start = time.perf_counter()
     if path.is_file():
-        return load_matrices(path, len(parts)), time.perf_counter() - start, True
+        try:
+            return load_matrices(path, len(parts)), time.perf_counter() - start, True
+        except (ValueError, KeyError, EOFError, zipfile.BadZipFile):  # a damaged cache is rebuilt, not trusted
+            print(f"features: {path} is damaged; fitting again", file=sys.stderr, flush=True)
     vectorizer = TfidfVectorizer(preprocessor=preprocess, ngram_range=(1, config["ngram_max"]),
                                  min_df=config["min_df"], max_features=config["max_features"] or None,
                                  sublinear_tf=True, dtype=np.float32)
     matrices = [vectorizer.fit_transform(parts[0])] + [vectorizer.transform(p) for p in parts[1:]]
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    save_matrices(path, matrices)
+    try:
+        save_matrices(path, matrices)
+    except OSError as e:  # the cache only saves time: a full or read-only cache folder must not stop a run
+        print(f"features: not cached ({e.strerror}: {e.filename}); the next run fits them again", file=sys.stderr,
+              flush=True)
     return matrices, time.perf_counter() - start, False
 
 

@@ -8,16 +8,29 @@ from pathlib import Path
 
 
 @contextmanager
-def atomic_path(path):
-    """Yield a temporary path beside `path`; rename it into place only when the block finishes."""
+def atomic_path(path, make_parents=True):
+    """Yield a temporary path beside `path`; rename it into place only when the block finishes.
+
+    A failing write (disk full, read-only, permission denied) removes the temporary file and raises an
+    OSError that names `path` itself, not the temporary name. make_parents=False is for writes into a run
+    folder that must already exist: a folder deleted or unmounted mid-run is then an error, not silently
+    re-created empty."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if make_parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")  # same suffix: savefig reads it
     try:
         yield tmp
         os.replace(tmp, path)  # atomic on POSIX and Windows when both are on one file system
+    except OSError as e:
+        if e.errno is None:
+            raise
+        raise OSError(e.errno, e.strerror, str(path)) from e  # OSError(errno, ...) keeps its subclass
     finally:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass  # a read-only or vanished folder holds no temporary file to remove
 
 
 def write_text(path, text):

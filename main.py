@@ -1,6 +1,7 @@
-"""Command line. Every user mistake ends as one line on stderr and exit code 2.
+"""Command line. Every user mistake ends as one line on stderr and exit code 2, every fault of the machine
+(disk full, read-only or vanished folder, permission denied, out of memory) as one line and exit code 1.
 
-  python main.py run CONFIG [--data-dir DIR] [--out DIR] [--set key=value ...]
+  python main.py run CONFIG [--data-dir DIR] [--out DIR] [--set key=value ...] [--resume | --overwrite]
   python main.py explore structures|activations|learning-rates|init|theory [--data-dir DIR] [--out DIR] [--set ...]
   python main.py explore sgd-learning-rates|scratch [--data-dir DIR] [--out DIR] [--set ...]   by-hand homework
   python main.py explore gradcheck|backprop [--out DIR]   numpy layers vs autograd; backprop three ways, timed
@@ -31,7 +32,10 @@ def parse_args(argv):
         "default": sub.add_parser("default", help="the default experiment suite (make run)"),
     }
     commands["run"].add_argument("config", help="a configs/*.toml file")
-    commands["run"].add_argument("--resume", action="store_true", help="continue OUT/<name> from its last.pt")
+    commands["run"].add_argument("--resume", action="store_true",
+                                 help="continue the newest unfinished run of this config in OUT/<name>[-N] from its last.pt")
+    commands["run"].add_argument("--overwrite", action="store_true",
+                                 help="replace the results in OUT/<name> (else a used folder leaves it to OUT/<name>-2, -3, ...)")
     commands["explore"].add_argument("--force", action="store_true", help="re-run configurations already finished")
     commands["explore"].add_argument("sweep", choices=EXPLORATIONS)
     for p in commands.values():
@@ -60,34 +64,49 @@ def check_out(out):
 
 
 def main(argv=None):
-    """Exit code: 0 on success, 2 for a user mistake (one line on stderr, no traceback), 130/143 when
-    Ctrl-C/SIGTERM stopped training (its state saved for --resume)."""
+    """Exit code: 0 on success, 1 for a fault of the machine (one line on stderr naming the path or setting
+    and what was kept) or a diverged run, 2 for a user mistake (one line on stderr, no traceback), 130/143
+    when Ctrl-C/SIGTERM stopped training (its state saved for --resume)."""
     args = parse_args(argv)  # before any heavy import: --help and argument errors answer at once
     from checkpoint import Interrupted  # loads torch (~1-2 s)
+    from faults import Fault, line
     try:
         return dispatch(args) or 0
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except Interrupted as e:
-        again = " ".join(a for a in (argv if argv is not None else sys.argv[1:]) if a not in ("--resume", "--force"))
+        skip = ("--resume", "--force", "--overwrite")
+        again = " ".join(a for a in (argv if argv is not None else sys.argv[1:]) if a not in skip)
         print(f"{e}\nto continue: python main.py {again}{' --resume' if args.command == 'run' else ''}",
               file=sys.stderr)
         return e.code
+    except Fault as e:  # a fault of the machine during a run, with what its folder kept
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # the same outside a run (reading data, a sweep's summary, predict, plot), else a bug
+        if line(e) is None:
+            raise
+        print(f"error: {line(e)}", file=sys.stderr)
+        return 1
 
 
 def dispatch(args):
     # commands import what they need here, so `--help` and argument errors answer without loading torch
     if args.command == "plot" and (Path(args.sweep_dir) / "metrics.json").is_file():
         from experiment import redraw_run
-        redraw_run(args.sweep_dir, args.data_dir)
+        from folders import hold
+        with hold(args.sweep_dir):  # not while a run writes the same files
+            redraw_run(args.sweep_dir, args.data_dir)
         return
     if args.command == "plot":
         from explore import draw_sweep
+        from folders import hold
         names = sorted(p.parent.name for p in Path(args.sweep_dir).glob("*/metrics.json"))
         if not names:
             raise UserError(f"{args.sweep_dir}: no */metrics.json to plot")
-        draw_sweep(args.sweep_dir, names)
+        with hold(args.sweep_dir):
+            draw_sweep(args.sweep_dir, names)
         return
     if args.command == "predict":
         from experiment import predict
@@ -112,8 +131,10 @@ def dispatch(args):
         bench(args.data_dir, args.out, args.quick)
     elif args.command == "run":
         from experiment import run
-        metrics = run(config, args.data_dir, args.out, resume=args.resume)
-        print_result(metrics, Path(args.out) / config["name"])
+        if args.resume and args.overwrite:
+            raise UserError("--resume continues a run, --overwrite starts one afresh: give one of them")
+        metrics = run(config, args.data_dir, args.out, resume=args.resume, overwrite=args.overwrite)
+        print_result(metrics, metrics["run_dir"])
         return 1 if metrics["diverged"] else 0
     elif args.command == "explore" and args.sweep == "theory":
         explore_theory(args.out)

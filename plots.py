@@ -9,9 +9,11 @@ from files import atomic_path
 
 
 def save(fig, path):
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    finally:
+        plt.close(fig)  # also when the write failed: a sweep would otherwise keep every figure open
 
 
 def plot_curves(curves, ylabel, title, path, marked=()):

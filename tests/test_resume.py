@@ -118,17 +118,6 @@ def test_a_sweep_rerun_resumes_an_interrupted_config(imdb_dir, tmp_path, monkeyp
     assert [len(m["history"]) for m in metrics] == [2, 2]
 
 
-def test_a_run_never_overwrites_a_different_configs_folder(imdb_dir, tmp_path, capsys):
-    (tmp_path / "tiny.toml").write_text("\n".join(tiny(epochs=1)) + "\n")
-    argv = ["run", str(tmp_path / "tiny.toml"), "--data-dir", str(imdb_dir), "--out", str(tmp_path / "out")]
-    assert main(argv) == 0
-    before = (tmp_path / "out" / "tiny" / "metrics.json").read_text()
-    assert main([*argv, "--set", "lr=0.5"]) == 2
-    assert "holds a run with a different config (lr)" in capsys.readouterr().err
-    assert (tmp_path / "out" / "tiny" / "metrics.json").read_text() == before
-    assert main(argv) == 0  # the same config may run again in its own folder
-
-
 def test_a_crash_while_writing_leaves_the_previous_file_whole(tmp_path):
     path = tmp_path / "metrics.json"
     path.write_text("previous")

@@ -26,6 +26,7 @@ def test_a_run_writes_metrics_checkpoint_plots_and_submission(imdb_dir, tmp_path
     out = tmp_path / "runs" / "tiny"
     metrics = run(tiny(), imdb_dir, tmp_path / "runs")
     saved = json.loads((out / "metrics.json").read_text())
+    assert metrics.pop("run_dir") == str(out)  # where the run wrote: returned, not saved (folders move)
     assert saved == json.loads(json.dumps(metrics))
     assert saved["config"]["lr"] == 0.01 and saved["seed"] == 0 and "torch" in saved["versions"]
     assert [h["epoch"] for h in saved["history"]] == [1, 2, 3, 4]
