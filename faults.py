@@ -19,6 +19,7 @@ DISK = {
     errno.EPERM: "operation not permitted",
     errno.ENOENT: "no such file or folder (deleted or unmounted while running?)",
     errno.ENOTDIR: "a file stands where a folder is expected",
+    errno.EEXIST: "a file stands where a folder is expected",  # from mkdir, the only place we meet it
     errno.EIO: "input/output error (a failing disk, card or network drive?)",
     errno.ENOMEM: "out of memory",
 }
@@ -48,9 +49,13 @@ def asked(e):
     if m is None:
         return "an allocation"
     size = m.group(1)
-    if size.endswith(" bytes"):
-        return f"{int(size.split()[0]) / 2 ** 30:.2f} GiB"
-    return size
+    if not size.endswith(" bytes"):
+        return size
+    n = int(size.split()[0]) / 2 ** 30
+    for unit in ("GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.2f} {unit}"
+        n /= 1024
 
 
 def describe(e, config=None):
@@ -65,7 +70,7 @@ def describe(e, config=None):
     if config is None:
         return what, ""
     size = f"widths {config['widths']}" if config["model"] == "cnn" else f"hidden_dims {config['hidden_dims']}"
-    return f"{what} with batch_size {config['batch_size']}, {size}", "lower them (--set batch_size=...)"
+    return f"{what} with batch_size {config['batch_size']}, {size}", f"lower {size.split()[0]} or batch_size"
 
 
 def line(e, config=None):

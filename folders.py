@@ -106,7 +106,7 @@ def new_run_dir(out_root, name, overwrite=False):
         return
     for k in count(1):
         folder = first if k == 1 else first.with_name(f"{name}-{k}")
-        if used(folder):
+        if used(folder) or folder.exists() and not folder.is_dir():
             continue
         f = try_lock(folder)
         if f is not None and used(folder):  # another run took it between the check and the lock

@@ -125,6 +125,19 @@ def test_disk_full_while_saving_the_state_is_one_line_keeps_the_last_good_files_
     assert without_seconds(resumed) == without_seconds(whole) and not (folder / "last.pt").exists()
 
 
+def test_disk_full_at_the_final_writes_keeps_the_trained_state_and_resume_only_writes_the_results(
+        imdb_dir, tmp_path, monkeypatch, capsys):
+    argv = tiny_run(tmp_path, imdb_dir, epochs=1)
+    break_writes(monkeypatch, errno.ENOSPC, name=".metrics.tmp")
+    assert main(argv) == 1
+    line = one_error_line(capsys)
+    assert "metrics.json: no space left on device" in line and "last.pt (all epochs trained)" in line
+    monkeypatch.undo()
+    assert main([*argv, "--resume"]) == 0
+    folder = tmp_path / "out" / "tiny"
+    assert len(json.loads((folder / "metrics.json").read_text())["history"]) == 1 and not (folder / "last.pt").exists()
+
+
 @pytest.mark.parametrize("code, nth, message", [
     (errno.EROFS, 1, "read-only file system"),    # the output folder is read-only from the start
     (errno.EACCES, 1, "permission denied"),
