@@ -2,12 +2,13 @@
 import glob
 import json
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 
+import ranks
 from augment import batch_augment
 from checkpoint import changed_keys, saved_config
 from cnn import make_cnn
@@ -153,6 +154,25 @@ def run_dir(out_root, config, resume, overwrite, fixed):
             yield folder
 
 
+@contextmanager
+def shared_run_dir(out_root, config, resume, overwrite, fixed):
+    """run_dir, held by rank 0 alone under torchrun (one lock, one choice of folder); the other ranks are
+    told the folder it chose, or the one-line error it met, so that all of them use it or all stop."""
+    with ExitStack() as stack:
+        folder, error = None, None
+        if ranks.is_main():
+            try:
+                folder = stack.enter_context(run_dir(out_root, config, resume, overwrite, fixed))
+            except UserError as e:
+                error = e
+        chosen, message = ranks.gather((folder and str(folder), error and str(error)))[0]
+        if error is not None:
+            raise error
+        if message is not None:
+            raise UserError(message)
+        yield Path(chosen)
+
+
 def run(config, data_dir=None, out_root="runs", resume=False, overwrite=False, fixed=False):
     """Train one configuration; returns the metrics dict, with 'run_dir', the folder of its files.
 
@@ -166,8 +186,9 @@ def run(config, data_dir=None, out_root="runs", resume=False, overwrite=False, f
     except ValueError as e:
         raise UserError(f"config '{config['name']}': {e}") from None
     again = "run the same command again: it resumes" if fixed else "add --resume to continue"
-    with run_dir(out_root, config, resume, overwrite, fixed) as out_dir, in_run(out_dir, config, again):
-        device = pick_device(config["device"])
+    device = pick_device(config["device"])
+    ranks.setup(device)  # under torchrun: join the other ranks (once per process)
+    with shared_run_dir(out_root, config, resume, overwrite, fixed) as out_dir, in_run(out_dir, config, again):
         data = load_task(config, data_dir, device)
         torch.manual_seed(config["seed"])  # the same seed gives the same initial weights
         model = place(build_model(config, data["meta"]["input_dim"]), config, device)

@@ -5,8 +5,10 @@ Importable for notebooks and Colab:
     explore_mlp_structures(data_dir="../shared/data", out="runs")
 """
 import json
+from contextlib import nullcontext
 from pathlib import Path
 
+import ranks
 from checkpoint import changed_keys
 from config import load_config
 from data import ROOT
@@ -24,10 +26,16 @@ def sweep(sweep_name, key, values, names, base=SENTIMENT_BASE, data_dir=None, ou
     sweep_dir = Path(out) / sweep_name
     # validate every config before the first (possibly long) run starts
     configs = [load_config(base, overrides, last={key: value, "name": name}) for value, name in zip(values, names)]
-    with hold(sweep_dir):  # a second process on the same sweep is refused, naming this one
-        for config in configs:
-            run_or_skip(config, data_dir, sweep_dir, force)
+    with hold_sweep(sweep_dir):  # a second process on the same sweep is refused, naming this one
+        metrics = [run_or_skip(config, data_dir, sweep_dir, force) for config in configs]
+        if not ranks.is_main():
+            return metrics  # under torchrun every configuration trains on all ranks; rank 0 draws and writes
         return draw_sweep(sweep_dir, names)
+
+
+def hold_sweep(sweep_dir):
+    """The sweep's folder lock, taken by rank 0 alone under torchrun (its ranks are one run, not rivals)."""
+    return hold(sweep_dir) if ranks.is_main() else nullcontext()
 
 
 def run_or_skip(config, data_dir, sweep_dir, force=False):
@@ -103,8 +111,10 @@ def explore_init(data_dir=None, out="runs", overrides=(), force=False, seeds=(0,
     configs = [load_config(ROOT / "configs" / "fashion_init.toml", overrides,
                            last={"init": init, "seed": seed, "name": f"{init}-seed{seed}"})
                for init in inits for seed in seeds]
-    with hold(sweep_dir):
+    with hold_sweep(sweep_dir):
         metrics = [run_or_skip(config, data_dir, sweep_dir, force) for config in configs]
+        if not ranks.is_main():
+            return metrics
         curves = {init: [[h["dev_acc"] for h in m["history"]] for m in metrics if m["config"]["init"] == init]
                   for init in inits}
         plot_spread(curves, "dev accuracy", "initialization: mean and min-max over seeds", sweep_dir / "dev_acc.png")
@@ -121,8 +131,10 @@ def explore_sgd_learning_rates(data_dir=None, out="runs", overrides=(), force=Fa
     configs = [load_config(ROOT / "configs" / "fashion_init.toml", overrides,
                            last={"lr": lr, "seed": seed, "name": f"lr={lr:g}-seed{seed}"})
                for lr in lrs for seed in seeds]
-    with hold(sweep_dir):
+    with hold_sweep(sweep_dir):
         metrics = [run_or_skip(config, data_dir, sweep_dir, force) for config in configs]
+        if not ranks.is_main():
+            return metrics
         for key, label in (("dev_acc", "dev accuracy"), ("dev_loss", "dev loss"), ("train_loss", "train loss")):
             curves = {f"lr={lr:g}": [[h[key] for h in m["history"]] for m in metrics if m["config"]["lr"] == lr]
                       for lr in lrs}

@@ -70,25 +70,38 @@ def main(argv=None):
     args = parse_args(argv)  # before any heavy import: --help and argument errors answer at once
     from checkpoint import Interrupted  # loads torch (~1-2 s)
     from faults import Fault, line
+    import ranks
     try:
         return dispatch(args) or 0
-    except UserError as e:
+    except UserError as e:  # under torchrun every rank meets the same mistake and says so
+        ranks.exiting()
         print(f"error: {e}", file=sys.stderr)
         return 2
     except Interrupted as e:
+        ranks.exiting()
         skip = ("--resume", "--force", "--overwrite")
         again = " ".join(a for a in (argv if argv is not None else sys.argv[1:]) if a not in skip)
-        print(f"{e}\nto continue: python main.py {again}{' --resume' if args.command == 'run' else ''}",
-              file=sys.stderr)
+        launcher = f"torchrun --nproc_per_node={ranks.world_size()}" if ranks.world_size() > 1 else "python"
+        if ranks.is_main():
+            print(f"{e}\nto continue: {launcher} main.py {again}{' --resume' if args.command == 'run' else ''}",
+                  file=sys.stderr)
         return e.code
     except Fault as e:  # a fault of the machine during a run, with what its folder kept
         print(f"error: {e}", file=sys.stderr)
         return 1
     except Exception as e:  # the same outside a run (reading data, a sweep's summary, predict, plot), else a bug
+        if ranks.lost_peer(e):  # under torchrun: another rank died or hung
+            ranks.exiting()
+            print(f"error: rank {ranks.rank()}: lost contact with another rank ({ranks.short_reason(e)}): it died "
+                  f"or hung; stopping (last.pt keeps the state of the last finished epoch for --resume)",
+                  file=sys.stderr)
+            return 1
         if line(e) is None:
             raise
         print(f"error: {line(e)}", file=sys.stderr)
         return 1
+    finally:
+        ranks.teardown()
 
 
 def dispatch(args):
@@ -237,6 +250,8 @@ def fetch_data(data_dir=None):
 
 
 def print_result(metrics, out_dir):
+    if metrics.get("world_size", 1) > 1 and int(os.environ.get("RANK", "0")) != 0:
+        return  # under torchrun rank 0 speaks for all
     if metrics["best_epoch"] is None:
         print(f"{metrics['name']}: diverged in its first epoch; no model saved; details in {out_dir}/metrics.json")
         return

@@ -14,10 +14,12 @@ import time
 import numpy as np
 import sklearn
 import torch
+import torch.nn.functional as F
 import torchvision
-from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm import tqdm
 
+import ranks
 from checkpoint import Interrupted, config_hash, load_state, rng_states, save_best, save_state, set_rng_states, \
     stop_requests
 from config import UserError
@@ -31,7 +33,7 @@ def pick_device(name):
         name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available() or name == "mps" and not torch.backends.mps.is_available():
         raise UserError(f"device = '{name}' is not available on this machine (use 'auto' or 'cpu')")
-    return torch.device(name)
+    return torch.device(name, ranks.local_rank()) if name == "cuda" else torch.device(name)  # torchrun: a GPU a rank
 
 
 def seed_everything(seed):
@@ -112,26 +114,31 @@ def train_step(model, optimizer, scaler, criterion, xb, yb, amp):
 
 @torch.inference_mode()
 def evaluate(model, x, y, config, batch_size=2048):
-    """(mean loss or None, accuracy or None, predicted classes) of model on x; eval mode, no autograd."""
+    """(mean loss or None, accuracy or None, predicted classes) of model on x; eval mode, no autograd.
+
+    Under torchrun each rank evaluates its contiguous share of x and the sums and predictions are combined,
+    so every rank gets the numbers one process would (the loss up to float rounding) in 1/N of the time."""
     model.eval()
-    criterion = nn.CrossEntropyLoss(reduction="sum")
     device = x.device
-    loss, correct, preds = 0.0, 0, []
-    for i in range(0, x.shape[0], batch_size):
-        xb = take(x, torch.arange(i, min(i + batch_size, x.shape[0]), device=device))
+    rows = ranks.shard(torch.arange(x.shape[0], device=device))
+    loss, correct, preds = 0.0, 0, [torch.zeros(0, dtype=torch.long, device=device)]
+    for i in range(0, len(rows), batch_size):
+        idx = rows[i:i + batch_size]
+        xb = take(x, idx)
         with autocast(device, config["amp"]):
             logits = model(xb).float()
             if config["tta_flip"] and xb.dim() == 4:  # mirror images are as likely as the originals
                 logits = (logits + model(xb.flip(-1)).float()) / 2
         preds.append(logits.argmax(1))
         if y is not None:
-            yb = y[i:i + batch_size]
-            loss += criterion(logits, yb).item()
+            yb = y[idx]
+            loss += F.cross_entropy(logits, yb, reduction="sum").item()
             correct += (preds[-1] == yb).sum().item()
-    preds = torch.cat(preds).cpu()
+    preds = ranks.cat_all(torch.cat(preds).cpu())
     if y is None:
         return None, None, preds
-    return loss / len(y), correct / len(y), preds
+    loss, correct = ranks.sum_all(torch.tensor([loss, correct], dtype=torch.float64, device=ranks.comm_device()))
+    return loss.item() / len(y), correct.item() / len(y), preds
 
 
 def versions():
@@ -139,118 +146,195 @@ def versions():
             "torchvision": torchvision.__version__, "sklearn": sklearn.__version__, "numpy": np.__version__}
 
 
+def say(text, err=False):
+    """Print on rank 0 only (one process: always)."""
+    if ranks.is_main():
+        print(text, file=sys.stderr if err else sys.stdout, flush=True)
+
+
+class TrainState:
+    """What a run needs to stop at any step and continue exactly, as torchvision's checkpoint dict: model,
+    optimizer, scheduler, grad scaler, EMA, epoch and step, the epoch's running sums, history, best-on-dev and
+    every rank's RNG states. `save` writes last.pt (every rank calls it, rank 0 writes), `load` reads it."""
+
+    def __init__(self, model, config, steps_per_epoch, device):
+        self.model, self.config, self.device = model, config, device
+        self.optimizer = make_optimizer(model, config, device)
+        self.scheduler = make_scheduler(self.optimizer, config, steps_per_epoch)
+        self.precision = amp_dtype(device, config["amp"]) or torch.float32
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == torch.float16)  # fp16 needs it
+        self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config["ema"]), use_buffers=True) \
+            if config["ema"] > 0 else None
+        self.gen = torch.Generator(device=device).manual_seed(config["seed"] + ranks.rank())  # augmentation
+        self.epoch, self.step, self.sums, self.history, self.diverged = 1, 0, None, [], None
+        self.best = {"dev_acc": -1.0, "epoch": None, "state": None, "preds": None}
+
+    @property
+    def eval_model(self):
+        """The averaged copy when EMA is on: what we evaluate and save."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def save(self, path):
+        rngs = ranks.gather(rng_states(self.gen))  # each rank's: a resume on as many ranks is exact
+        sums = None if self.sums is None else ranks.sum_all(self.sums.clone())  # the whole global batch's
+        if ranks.is_main():
+            save_state(path, {
+                "config": self.config, "epoch": self.epoch, "step": self.step, "sums": sums, "history": self.history,
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                "ema": None if self.ema is None else self.ema.state_dict(), "rng": rngs,
+                "best": {k: self.best[k] for k in ("dev_acc", "epoch", "preds")}})
+
+    def load(self, path):
+        state = load_state(path, self.config)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.epoch, self.step, self.history = state["epoch"], state["step"], state["history"]
+        if state["sums"] is not None:  # rank 0 carries the saved sums, the others start from zero
+            sums = torch.stack([torch.as_tensor(s).float() for s in state["sums"]]).to(self.device)
+            self.sums = sums if ranks.is_main() else torch.zeros_like(sums)
+        self.best.update(state["best"])
+        if self.best["epoch"] is not None:  # the best weights live in model.pt, not twice on disk
+            self.best["state"] = torch.load(path.parent / "model.pt", map_location=self.device,
+                                            weights_only=True)["model"]
+        rngs = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]  # one dict before torchrun
+        if ranks.rank() < len(rngs):
+            set_rng_states(rngs[ranks.rank()], self.gen)
+        else:  # more ranks than saved them: fresh streams (matters only with dropout or augmentation)
+            seed = self.config["seed"] * 100_003 + ranks.rank() * 1009 + self.epoch
+            seed_everything(seed)
+            self.gen.manual_seed(seed)
+
+
+def train_one_epoch(state, step_model, train, config, augment, stop, last_path):
+    """Steps state.step... of epoch state.epoch, each rank on its slice of every global batch. Returns False
+    when the loss turned non-finite (state.diverged says where). On Ctrl-C or SIGTERM all ranks stop at the
+    same step, last.pt is written and Interrupted raised."""
+    x, y = train
+    n, size, world = x.shape[0], config["batch_size"], ranks.world_size()
+    steps = math.ceil(n / size)
+    # one permutation per epoch, the same on every rank, drawn from the seed and the epoch alone
+    order = torch.Generator(device=x.device).manual_seed(config["seed"] * 100_003 + state.epoch)
+    perm = torch.randperm(n, device=x.device, generator=order)
+    if state.sums is None:  # summed loss and correct count, kept on the device: no sync per step
+        state.sums = torch.zeros(2, device=x.device)
+    state.model.train()
+    todo = range(state.step, steps)
+    bar = progress_bar(todo, f"{config['name']} {state.epoch}/{config['epochs']}") if ranks.is_main() \
+        else tqdm(todo, disable=True)  # under torchrun rank 0 draws the one bar
+    for i in bar:
+        idx = perm[i * size:(i + 1) * size]
+        mine = ranks.shard(idx)
+        xb, yb = take(x, mine), y[mine]
+        if augment is not None:
+            xb = augment(xb, state.gen)
+        # DDP averages the ranks' gradients; each rank's summed loss over (global batch / ranks) makes that
+        # average the global batch's mean gradient, however unevenly the last batch splits
+        share = len(idx) / world
+        criterion = lambda logits, target: F.cross_entropy(logits, target, label_smoothing=config["label_smoothing"],
+                                                           reduction="sum") / share
+        logits, loss = train_step(step_model, state.optimizer, state.scaler, criterion, xb, yb, config["amp"])
+        state.scheduler.step()
+        if state.ema is not None:
+            state.ema.update_parameters(state.model)
+        state.sums += torch.stack([loss.detach() * share, (logits.argmax(1) == yb).sum()])
+        state.step = i + 1
+        # every 20 steps (and at once on a signal in one process) the ranks agree on stopping and divergence:
+        # one all_reduce of two numbers, 0.35-1 ms under gloo here, too dear every step (see README, Scaling out)
+        if stop["signal"] and world == 1 or i % 20 == 19 or i == steps - 1:
+            signum, bad = ranks.max_all([stop["signal"] or 0, 0 if math.isfinite(loss.item()) else 1])
+            if bad:
+                state.diverged = {"epoch": state.epoch, "step": i + 1}
+                return False
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            if signum:
+                state.save(last_path)
+                raise Interrupted(int(signum), last_path)
+    return True
+
+
+def end_epoch(state, data, config, t0, out_dir):
+    """Evaluate on dev, record the epoch, keep the best weights in model.pt, move on to the next epoch."""
+    n = data["train"][0].shape[0]
+    train_loss, train_acc = (ranks.sum_all(state.sums) / n).tolist()
+    dev_loss, dev_acc, dev_preds = evaluate(state.eval_model, *data["dev"], config)
+    h = {"epoch": state.epoch, "train_loss": train_loss, "train_acc": train_acc, "dev_loss": dev_loss,
+         "dev_acc": dev_acc, "seconds": time.perf_counter() - t0, "lr": state.optimizer.param_groups[0]["lr"]}
+    state.history.append(h)
+    say(f"{config['name']} epoch {state.epoch}: train loss {train_loss:.4f} acc {train_acc:.4f} | "
+        f"dev loss {dev_loss:.4f} acc {dev_acc:.4f} | {h['seconds']:.1f}s")
+    if dev_acc > state.best["dev_acc"]:
+        state.best = {"dev_acc": dev_acc, "epoch": state.epoch, "state": copy.deepcopy(state.eval_model.state_dict()),
+                      "preds": dev_preds}
+        if ranks.is_main():
+            save_best(out_dir / "model.pt", state.best["state"], config, state.epoch, dev_acc, data["meta"])
+    state.epoch, state.step, state.sums = state.epoch + 1, 0, None
+
+
 def fit(model, data, config, out_dir, augment=None, extra=None, resume=False):
-    """Train, keep the best-on-dev weights, test them, write OUT files; return the metrics dict.
+    """Train, keep the best-on-dev weights, test them, write OUT files (rank 0); return the metrics dict.
 
     augment(xb, generator) -> xb runs on each training batch (whole-batch, on the device). resume=True
     continues from out_dir/last.pt. Ctrl-C or SIGTERM saves last.pt after the current step and raises
-    Interrupted; a non-finite loss ends the run early with "diverged" in metrics.json."""
+    Interrupted; a non-finite loss ends the run early with "diverged" in metrics.json. Under torchrun the
+    ranks train one model data-parallel on slices of config's (global) batch_size."""
     start = time.perf_counter()
     device = data["train"][0].device
-    seed_everything(config["seed"])
-    gen = torch.Generator(device=device).manual_seed(config["seed"])  # batch order and augmentation
-    (x, y), (x_dev, y_dev) = data["train"], data["dev"]
-    n = x.shape[0]
-    steps = math.ceil(n / config["batch_size"])
-    optimizer = make_optimizer(model, config, device)
-    scheduler = make_scheduler(optimizer, config, steps)
-    precision = amp_dtype(device, config["amp"]) or torch.float32
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == torch.float16)  # fp16 needs loss scaling
-    criterion = nn.CrossEntropyLoss(label_smoothing=config["label_smoothing"])
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config["ema"]), use_buffers=True) \
-        if config["ema"] > 0 else None
-    step_model = torch.compile(model) if config["compile"] else model
-    eval_model = ema.module if ema is not None else model  # the averaged copy is what we evaluate and save
+    seed_everything(config["seed"] + ranks.rank())  # dropout masks differ between ranks; rank 0's = one process
+    step_model = ranks.wrap(model, device)
+    model = getattr(step_model, "module", step_model)
+    state = TrainState(model, config, math.ceil(data["train"][0].shape[0] / config["batch_size"]), device)
     out_dir.mkdir(parents=True, exist_ok=True)
     last_path = out_dir / "last.pt"
-    history, best, diverged = [], {"dev_acc": -1.0, "epoch": None, "state": None, "preds": None}, None
-    epoch, first_step, perm, sums = 1, 0, None, None
     if resume:
-        state = load_state(last_path, config)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
-        history, epoch, first_step, perm, sums = (state[k] for k in ("history", "epoch", "step", "perm", "sums"))
-        best.update(state["best"])
-        if best["epoch"] is not None:  # the best weights live in model.pt, not twice on disk
-            best["state"] = torch.load(out_dir / "model.pt", map_location=device, weights_only=True)["model"]
-        set_rng_states(state["rng"], gen)
-        print(f"resuming {config['name']} at epoch {epoch}, step {first_step}", flush=True)
-
-    def full_state(epoch, step, perm, sums):
-        return {"config": config, "epoch": epoch, "step": step, "perm": perm, "sums": sums, "history": history,
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "ema": None if ema is None else ema.state_dict(), "rng": rng_states(gen),
-                "best": {k: best[k] for k in ("dev_acc", "epoch", "preds")}}
-
+        state.load(last_path)
+        say(f"resuming {config['name']} at epoch {state.epoch}, step {state.step}")
+    if config["compile"]:
+        step_model = torch.compile(step_model)
     with stop_requests() as stop:
-        while epoch <= config["epochs"] and diverged is None:
+        while state.epoch <= config["epochs"]:
             t0 = time.perf_counter()
-            model.train()
-            if perm is None:
-                perm = torch.randperm(n, device=device, generator=gen)
-                sums = [torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long)]
-            bar = progress_bar(range(first_step, steps), f"{config['name']} {epoch}/{config['epochs']}")
-            for i in bar:
-                idx = perm[i * config["batch_size"]:(i + 1) * config["batch_size"]]
-                xb, yb = take(x, idx), y[idx]
-                if augment is not None:
-                    xb = augment(xb, gen)
-                logits, loss = train_step(step_model, optimizer, scaler, criterion, xb, yb, config["amp"])
-                scheduler.step()
-                if ema is not None:
-                    ema.update_parameters(model)
-                sums[0] += loss.detach() * len(idx)  # summed on the device: no sync per step
-                sums[1] += (logits.argmax(1) == yb).sum()
-                if i % 20 == 19 or i == steps - 1:  # an occasional sync for the bar and the divergence check
-                    if not math.isfinite(loss.item()):
-                        diverged = {"epoch": epoch, "step": i + 1}
-                        break
-                    bar.set_postfix(loss=f"{loss.item():.4f}")
-                if stop["signal"]:
-                    save_state(last_path, full_state(epoch, i + 1, perm, sums))
-                    raise Interrupted(stop["signal"], last_path)
-            if diverged:
-                print(f"{config['name']} diverged at epoch {epoch}, step {diverged['step']} (non-finite loss); "
-                      f"lr {config['lr']} is probably too high", file=sys.stderr, flush=True)
+            if not train_one_epoch(state, step_model, data["train"], config, augment, stop, last_path):
+                say(f"{config['name']} diverged at epoch {state.epoch}, step {state.diverged['step']} (non-finite "
+                    f"loss); lr {config['lr']} is probably too high", err=True)
                 break
-            dev_loss, dev_acc, dev_preds = evaluate(eval_model, x_dev, y_dev, config)
-            history.append({"epoch": epoch, "train_loss": sums[0].item() / n, "train_acc": sums[1].item() / n,
-                            "dev_loss": dev_loss, "dev_acc": dev_acc, "seconds": time.perf_counter() - t0,
-                            "lr": optimizer.param_groups[0]["lr"]})
-            h = history[-1]
-            print(f"{config['name']} epoch {epoch}: train loss {h['train_loss']:.4f} acc {h['train_acc']:.4f} | "
-                  f"dev loss {dev_loss:.4f} acc {dev_acc:.4f} | {h['seconds']:.1f}s", flush=True)
-            if dev_acc > best["dev_acc"]:
-                best = {"dev_acc": dev_acc, "epoch": epoch, "state": copy.deepcopy(eval_model.state_dict()),
-                        "preds": dev_preds}
-                save_best(out_dir / "model.pt", best["state"], config, epoch, dev_acc, data["meta"])
-            epoch, first_step, perm, sums = epoch + 1, 0, None, None
-            save_state(last_path, full_state(epoch, 0, None, None))  # at least once an epoch
-            if stop["signal"]:
-                raise Interrupted(stop["signal"], last_path)
-    test_acc = None
+            end_epoch(state, data, config, t0, out_dir)
+            state.save(last_path)  # at least once an epoch
+            signum, = ranks.max_all([stop["signal"] or 0])
+            if signum:
+                raise Interrupted(int(signum), last_path)
+    return finish(state, data, config, out_dir, start, extra)
+
+
+def finish(state, data, config, out_dir, start, extra=None):
+    """Test the best weights, write metrics.json, plots and submission.csv (rank 0); drop last.pt."""
+    test_acc, best = None, state.best
     if best["state"] is not None:
-        eval_model.load_state_dict(best["state"])
-        plot_dev_predictions(x_dev, y_dev, best["preds"], data["meta"], out_dir)
+        state.eval_model.load_state_dict(best["state"])
         x_test, y_test = data["test"]
-        _, test_acc, preds = evaluate(eval_model, x_test, y_test, config)
-        if y_test is None:
-            write_submission(out_dir / "submission.csv", preds.tolist())
+        _, test_acc, preds = evaluate(state.eval_model, x_test, y_test, config)
+        if ranks.is_main():
+            plot_dev_predictions(*data["dev"], best["preds"], data["meta"], out_dir)
+            if y_test is None:
+                write_submission(out_dir / "submission.csv", preds.tolist())
     metrics = {"name": config["name"], "config": config, "config_hash": config_hash(config), "seed": config["seed"],
-               "versions": versions(), "device": str(device), "precision": str(precision).removeprefix("torch."),
-               "params": sum(p.numel() for p in model.parameters()), "history": history,
-               "best_epoch": best["epoch"], "best_dev_acc": best["dev_acc"] if best["epoch"] else None,
-               "test_acc": test_acc, "diverged": diverged is not None, "diverged_at": diverged,
+               "versions": versions(), "device": str(state.device),
+               "precision": str(state.precision).removeprefix("torch."), "world_size": ranks.world_size(),
+               "backend": ranks.backend(), "params": sum(p.numel() for p in state.model.parameters()),
+               "history": state.history, "best_epoch": best["epoch"],
+               "best_dev_acc": best["dev_acc"] if best["epoch"] else None, "test_acc": test_acc,
+               "diverged": state.diverged is not None, "diverged_at": state.diverged,
                "seconds": time.perf_counter() - start, **data["meta"], **(extra or {})}
-    write_json(out_dir / "metrics.json", metrics)
-    if history:
-        plot_run(history, out_dir, config["name"])
-    last_path.unlink(missing_ok=True)  # finished: nothing to resume (and it can be 1 GB for the sentiment MLP)
+    if ranks.is_main():
+        write_json(out_dir / "metrics.json", metrics)
+        if state.history:
+            plot_run(state.history, out_dir, config["name"])
+        (out_dir / "last.pt").unlink(missing_ok=True)  # finished: nothing to resume (up to 1 GB for sentiment)
+    ranks.barrier()  # every rank returns once the files exist (a sweep's summary reads them)
     return metrics
 
 

@@ -1,0 +1,98 @@
+"""Data-parallel runs under torchrun (two gloo processes on the CPU): same history as one process, signals
+and resume across ranks, a dead rank never hangs the others. Each torchrun start costs a few seconds."""
+import json
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from config import load_config
+from data import ROOT
+from experiment import run
+
+# Runs main.main under torchrun; FAULT_CALL/FAULT_RANK/FAULT_SIGNAL make that rank send the signal to itself
+# at its n-th batch selection (training or evaluation), as tests/test_resume.py does in one process.
+WORKER = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+import main, train
+fault = {fault!r}
+calls, original = [0], train.take
+def take(x, idx):
+    calls[0] += 1
+    if fault and calls[0] == fault[0] and os.environ["RANK"] == str(fault[1]):
+        os.kill(os.getpid(), fault[2])
+    return original(x, idx)
+train.take = take
+sys.exit(main.main(sys.argv[1:]))
+"""
+
+
+def tiny(**changes):
+    """Fashion-MNIST MLP on 200 generated images; batch 33 leaves a last batch of 2 (split 1 + 1)."""
+    sets = {"task": "fashion", "dev_size": 100, "epochs": 2, "batch_size": 33, "hidden_dims": [16], "lr": 0.003,
+            "optimizer": "sgd", "device": "cpu", "name": "tiny", "dropout": 0.0, "amp": False, **changes}
+    return [f"{k}={json.dumps(v)}" for k, v in sets.items()]  # TOML and --set both read JSON scalars
+
+
+def torchrun(tmp_path, data_dir, out, fault=None, extra=(), timeout=120):
+    """(exit code, stderr, seconds) of `torchrun --nproc_per_node=2 main.py run tiny.toml ...`."""
+    config = tmp_path / "tiny.toml"
+    config.write_text("\n".join(tiny()) + "\n")
+    worker = tmp_path / "worker.py"
+    worker.write_text(WORKER.format(root=str(ROOT), fault=fault))
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(worker), "run", str(config), "--data-dir", str(data_dir), "--out", str(out), *extra],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
+    return done.returncode, done.stderr, time.perf_counter() - start
+
+
+def losses(metrics):
+    return [(h["train_loss"], h["dev_loss"], h["train_acc"], h["dev_acc"]) for h in metrics["history"]]
+
+
+def assert_close(a, b, tol=1e-4):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert x == pytest.approx(y, abs=tol)
+
+
+def test_two_ranks_reproduce_one_process_and_only_rank_0_writes(fashion_dir, tmp_path):
+    one = run(load_config(None, tiny()), fashion_dir, tmp_path / "one")
+    code, err, _ = torchrun(tmp_path, fashion_dir, tmp_path / "two")
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "two" / "tiny" / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["backend"] == "gloo" and one["world_size"] == 1
+    assert_close(losses(metrics), losses(one))
+    assert sorted(p.name for p in (tmp_path / "two" / "tiny").iterdir()) == \
+        sorted(p.name for p in (tmp_path / "one" / "tiny").iterdir())  # no second copy, no temporary left
+
+
+def test_a_signal_on_one_rank_stops_both_at_the_same_step_and_resume_continues(fashion_dir, tmp_path):
+    one = run(load_config(None, tiny()), fashion_dir, tmp_path / "one")
+    code, err, _ = torchrun(tmp_path, fashion_dir, tmp_path / "two", fault=(4, 0, 2))  # SIGINT to rank 0 only
+    assert code != 0 and err.count("exitcode  : 130") == 2, err  # rank 1 got no signal, yet stopped too
+    assert "training state saved in" in err and "torchrun --nproc_per_node=2 main.py" in err
+    assert (tmp_path / "two" / "tiny" / "last.pt").is_file()
+    shutil.copytree(tmp_path / "two", tmp_path / "two-then-one")
+    resumed_alone = run(load_config(None, tiny()), fashion_dir, tmp_path / "two-then-one", resume=True)
+    assert_close(losses(resumed_alone), losses(one))  # a resume may also use another number of ranks
+    code, err, _ = torchrun(tmp_path, fashion_dir, tmp_path / "two", extra=["--resume"])
+    assert code == 0, err
+    assert_close(losses(json.loads((tmp_path / "two" / "tiny" / "metrics.json").read_text())), losses(one))
+
+
+def test_a_killed_rank_ends_the_other_with_an_error_within_a_minute(fashion_dir, tmp_path):
+    code, err, seconds = torchrun(tmp_path, fashion_dir, tmp_path / "two", fault=(4, 1, 9), timeout=90)
+    assert code != 0 and seconds < 60
+    assert "Signal 9 (SIGKILL)" in err  # torchrun's report on rank 1
+    assert "error: rank 0: lost contact with another rank" in err  # rank 0's own one line
+
+
+def test_a_bad_config_fails_on_every_rank_with_the_same_line_and_exit_2(fashion_dir, tmp_path):
+    code, err, _ = torchrun(tmp_path, fashion_dir, tmp_path / "two", extra=["--set", "lr=-1"])
+    assert code != 0 and err.count("exitcode  : 2 ") == 2, err
+    assert err.count("error: --set lr=-1: 'lr' = -1.0 is out of range (must be > 0)\n") == 2
