@@ -15,12 +15,15 @@ class UserError(Exception):
 DEFAULTS = dict(
     task="sentiment",        # sentiment | fashion | cifar10: which data set and model family
     name="",                 # run folder name under --out; empty = the config file's stem
-    model="mlp",             # mlp | cnn
+    model="mlp",             # mlp | cnn | logreg (NB logistic regression, scikit-learn; sentiment)
     # MLP (sentiment and Fashion-MNIST)
     hidden_dims=[512],       # hidden layer sizes; [] is a single linear layer
     activation="ReLU",       # any name in mlp.ACTIVATIONS, case-insensitive
     dropout=0.0,             # probability, applied after every hidden activation (training only)
     init="default",          # default (PyTorch's) | zeros | constant | normal (std 1) | xavier | kaiming
+    interpolate=0.0,         # sentiment, nb features: weight of the NB logistic regression's probabilities
+                             # mixed into the MLP's at evaluation (dev, test); 0 = the MLP alone
+    C=0.1,                   # model logreg: inverse L2 strength of scikit-learn's LogisticRegression
     # CNN (CIFAR-10)
     widths=[64, 128, 256],   # channels of the conv groups; each group halves the resolution
     # optimisation
@@ -37,9 +40,13 @@ DEFAULTS = dict(
     seed=0,
     device="auto",           # auto | cpu | cuda | mps
     dev_size=5000,           # examples held out of train (seeded, stratified) for model selection
+    dev_block=100,           # sentiment: dev is whole blocks of this many consecutive reviews of a class (a
+                             # movie's reviews sit together, and the test set holds other movies); 1 = random
+    refit=False,             # then train afresh on train + dev for the best epoch count; submission.csv from that
     max_train=0,             # keep this many training examples (seeded random subset, after the dev split);
                              # 0 = all. For smoke runs (the notebook's NOTEBOOK_SMOKE=1); test sets stay whole
-    # sentiment features (scikit-learn TfidfVectorizer)
+    # sentiment features (scikit-learn; see features.py)
+    features="tfidf",        # tfidf (TF-IDF n-grams) | nb (binary n-grams x naive Bayes log-count ratios)
     ngram_max=2,             # word n-grams 1..ngram_max
     min_df=2,                # drop n-grams seen in fewer training reviews
     max_features=200000,     # keep the most frequent n-grams; 0 = no limit
@@ -55,7 +62,8 @@ DEFAULTS = dict(
 
 CHOICES = dict(
     task={"sentiment", "fashion", "cifar10"},
-    model={"mlp", "cnn"},
+    model={"mlp", "cnn", "logreg"},
+    features={"tfidf", "nb"},
     init={"default", "zeros", "constant", "normal", "xavier", "kaiming"},
     optimizer={"sgd", "momentum", "nesterov", "adam", "adamw"},
     scheduler={"constant", "exponential", "cosine", "onecycle"},
@@ -67,7 +75,8 @@ RANGES = dict(
     epochs=(1, None, True), batch_size=(1, None, True), lr=(0, None, False), dropout=(0, 1, True),
     momentum=(0, 1, True), weight_decay=(0, None, True), gamma=(0, 1, False), warmup=(0, 1, True),
     label_smoothing=(0, 1, True), dev_size=(1, None, True), max_train=(0, None, True), ngram_max=(1, 5, True),
-    min_df=(1, None, True), max_features=(0, None, True), translate=(0, 16, True), ema=(0, 1, True),
+    min_df=(1, None, True), max_features=(0, None, True), dev_block=(1, None, True),
+    interpolate=(0, 1, True), C=(0, None, False), translate=(0, 16, True), ema=(0, 1, True),
 )
 
 
@@ -141,4 +150,8 @@ def load_config(path=None, overrides=(), last=None):
     config["name"] = config["name"] or config["task"]
     if config["model"] == "cnn" and config["task"] != "cifar10":
         raise UserError(f"config '{config['name']}': model 'cnn' needs task 'cifar10', got '{config['task']}'")
+    if (config["model"] == "logreg" or config["interpolate"] > 0) and (config["task"], config["features"]) != (
+            "sentiment", "nb"):
+        what = "model 'logreg'" if config["model"] == "logreg" else f"interpolate = {config['interpolate']}"
+        raise UserError(f"config '{config['name']}': {what} needs task 'sentiment' with features 'nb'")
     return config

@@ -34,13 +34,30 @@ def resolve_data_dir(data_dir=None):
     return Path(data_dir or os.environ.get("DATA_DIR") or ROOT / "data")
 
 
-def dev_split(labels, dev_size, seed=SPLIT_SEED):
-    """Seeded, stratified (train_idx, dev_idx): class balance is kept even when the file is sorted by label."""
+def dev_split(labels, dev_size, seed=SPLIT_SEED, block=1):
+    """Seeded, stratified (train_idx, dev_idx): class balance is kept even when the file is sorted by label.
+
+    block > 1 holds out whole blocks of that many consecutive examples of a class, drawn at random (the
+    last block taken is cut to size). IMDB lists a movie's reviews next to each other and its official
+    test set holds other movies: a random dev split rewards remembering titles and actors, a block split
+    does not (see hw3.md for how far it can be trusted)."""
     if dev_size >= len(labels):
         raise UserError(f"dev_size = {dev_size} must be smaller than the {len(labels)} training examples")
     idx = np.arange(len(labels))
-    train_idx, dev_idx = train_test_split(idx, test_size=dev_size, stratify=labels, random_state=seed)
-    return np.sort(train_idx), np.sort(dev_idx)
+    if block <= 1:
+        train_idx, dev_idx = train_test_split(idx, test_size=dev_size, stratify=labels, random_state=seed)
+        return np.sort(train_idx), np.sort(dev_idx)
+    rng, dev = np.random.default_rng(seed), []
+    classes, counts = np.unique(labels, return_counts=True)
+    wanted = np.floor(dev_size * counts / len(labels)).astype(int)
+    wanted[: dev_size - wanted.sum()] += 1  # the rounding remainder, one example each, as stratified splits do
+    for c, n in zip(classes, wanted):
+        rows = idx[labels == c]
+        blocks = [rows[i:i + block] for i in range(0, len(rows), block)]
+        taken = np.concatenate([blocks[b] for b in rng.permutation(len(blocks))])[:n]  # whole blocks, then a cut
+        dev.append(taken)
+    dev_idx = np.sort(np.concatenate(dev))
+    return np.setdiff1d(idx, dev_idx), dev_idx
 
 
 def cap_train(train_idx, max_train, seed=SPLIT_SEED):

@@ -15,12 +15,13 @@ from cnn import make_cnn
 from config import UserError
 from data import CLASS_NAMES, cap_train, dev_split, load_images, load_imdb, read_npz, resolve_data_dir
 from faults import in_run
-from features import FEATURE_KEYS, tfidf_features, to_torch
-from files import write_submission
+from features import FEATURE_KEYS, nb_weigh, text_features, to_torch
+from files import write_json, write_submission
 from folders import clear, hold, new_run_dir
-from mlp import SentimentClassifier, initialize, make_activation
+from logreg import fit_logreg
+from mlp import Interpolated, SentimentClassifier, initialize, make_activation
 from plots import plot_run
-from train import evaluate, fit, pick_device, plot_dev_predictions
+from train import evaluate, fit, fit_fixed, join_rows, pick_device, plot_dev_predictions, refit
 
 _loaded = {}  # a sweep loads and featurizes once; later configs with the same data settings reuse it
 
@@ -44,11 +45,15 @@ def channel_stats(x):
 def load_sentiment(config, data_dir, device):
     raw = load_imdb(data_dir)
     texts, labels = raw["train"]
-    tr, dv = dev_split(labels, config["dev_size"])
+    tr, dv = dev_split(labels, config["dev_size"], block=config["dev_block"])
     tr = cap_train(tr, config["max_train"])
     parts = [[texts[i] for i in tr], [texts[i] for i in dv], raw["test"][0]]
-    (m_tr, m_dv, m_te), seconds, cached = tfidf_features(parts, config)
-    print(f"features: {m_tr.shape[1]} n-grams, {'cache' if cached else 'fitted'} in {seconds:.1f}s", flush=True)
+    matrices, seconds, cached = text_features(parts, config)
+    if config["features"] == "nb":
+        matrices = nb_weigh(matrices, labels[tr])
+    m_tr, m_dv, m_te = matrices
+    print(f"features: {m_tr.shape[1]} {config['features']} n-grams, {'cache' if cached else 'fitted'} in "
+          f"{seconds:.1f}s", flush=True)
     y_test = raw["test"][1]
     label = lambda a: torch.from_numpy(a).to(device)
     return {"train": (to_torch(m_tr, device), label(labels[tr])), "dev": (to_torch(m_dv, device), label(labels[dv])),
@@ -76,7 +81,7 @@ def load_vision(config, data_dir, device):
 
 def load_task(config, data_dir, device):
     data_dir = resolve_data_dir(data_dir)
-    keys = ("task", "dev_size", "max_train") + (FEATURE_KEYS if config["task"] == "sentiment" else ())
+    keys = ("task", "dev_size", "max_train") + (("dev_block", *FEATURE_KEYS) if config["task"] == "sentiment" else ())
     key = (str(data_dir), str(device)) + tuple(str(config[k]) for k in keys)
     if key not in _loaded:
         _loaded.clear()  # keep one data set in memory at a time
@@ -86,12 +91,27 @@ def load_task(config, data_dir, device):
 
 
 def build_model(config, input_dim):
+    """The config's model with fresh weights; a logreg model, and the linear part of an interpolated MLP,
+    get theirs from fit_linear (or from a checkpoint)."""
     num_classes = len(CLASS_NAMES[config["task"]])
     if config["model"] == "cnn":
         return make_cnn(config, num_classes)
+    linear = lambda: SentimentClassifier(input_dim, num_classes, [], sparse_input=True)
+    if config["model"] == "logreg":
+        return linear()
     model = SentimentClassifier(input_dim, num_classes, config["hidden_dims"], config["activation"],
                                 config["dropout"], sparse_input=config["task"] == "sentiment")
-    return initialize(model, config["init"])
+    model = initialize(model, config["init"])
+    return Interpolated(model, linear(), config["interpolate"]) if config["interpolate"] > 0 else model
+
+
+def fit_linear(model, config, data):
+    """Fit the NB logistic regression on the training part into a logreg model or an Interpolated's linear
+    part (on --resume too: liblinear gives the same weights again, and last.pt holds them anyway)."""
+    if config["model"] != "logreg" and config["interpolate"] == 0:
+        return
+    target = model if config["model"] == "logreg" else model.linear
+    target.load_state_dict(fit_logreg(*data["train"], config["C"], config["seed"]).state_dict())
 
 
 def place(model, config, device):
@@ -192,9 +212,31 @@ def run(config, data_dir=None, out_root="runs", resume=False, overwrite=False, f
         data = load_task(config, data_dir, device)
         torch.manual_seed(config["seed"])  # the same seed gives the same initial weights
         model = place(build_model(config, data["meta"]["input_dim"]), config, device)
-        metrics = fit(model, data, config, out_dir, augment=make_augment(config),
-                      extra={"data_seconds": time.perf_counter() - start}, resume=resume)
+        loaded = time.perf_counter()
+        fit_linear(model, config, data)
+        extra = {"data_seconds": loaded - start, "logreg_seconds": time.perf_counter() - loaded}
+        if config["model"] == "logreg":
+            metrics = fit_fixed(model, data, config, out_dir, extra)
+        else:
+            metrics = fit(model, data, config, out_dir, augment=make_augment(config), extra=extra, resume=resume)
+        if config["refit"] and metrics["best_epoch"] is not None:
+            metrics = refit_run(config, data, out_dir, metrics)
     return {**metrics, "run_dir": str(out_dir)}
+
+
+def refit_run(config, data, out_dir, metrics):
+    """The config afresh on train + dev for the dev-selected run's best epoch count (train.refit); its record
+    goes into metrics.json as "refit" and submission.csv comes from it."""
+    both = {**data, "train": tuple(join_rows(a, b) for a, b in zip(data["train"], data["dev"]))}
+    torch.manual_seed(config["seed"])
+    model = place(build_model(config, data["meta"]["input_dim"]), config, both["train"][0].device)
+    fit_linear(model, config, both)
+    epochs = 0 if config["model"] == "logreg" else metrics["best_epoch"]
+    metrics = {**metrics, "refit": refit(model, both, config, epochs, out_dir, augment=make_augment(config))}
+    metrics["seconds"] += metrics["refit"]["seconds"]
+    if ranks.is_main():
+        write_json(out_dir / "metrics.json", metrics)
+    return metrics
 
 
 def make_augment(config):

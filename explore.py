@@ -18,14 +18,21 @@ from folders import hold
 from plots import plot_spread, visualize_configs, visualize_epochs
 
 SENTIMENT_BASE = ROOT / "configs" / "sentiment_mlp.toml"
+SENTIMENT_LINEAR = ROOT / "configs" / "sentiment_logreg.toml"  # the baseline row of every sentiment sweep
 SUMMARY_HEADER = ["config", "best_dev_acc", "best_epoch", "test_acc", "seconds"]
 
 
 def sweep(sweep_name, key, values, names, base=SENTIMENT_BASE, data_dir=None, out="runs", overrides=(), force=False):
-    """Run the base config once per value of `key`; write OUT/<sweep_name>/{summary.csv, plots}."""
+    """Run the base config once per value of `key`; write OUT/<sweep_name>/{summary.csv, plots}. Sentiment
+    sweeps add the NB logistic regression (configs/sentiment_logreg.toml, same overrides) as a last row."""
     sweep_dir = Path(out) / sweep_name
     # validate every config before the first (possibly long) run starts
-    configs = [load_config(base, overrides, last={key: value, "name": name}) for value, name in zip(values, names)]
+    fixed = {"interpolate": 0.0, "refit": False} if base == SENTIMENT_BASE else {}  # MLPs alone, dev-selected
+    configs = [load_config(base, overrides, last={**fixed, key: value, "name": name})
+               for value, name in zip(values, names)]
+    if base == SENTIMENT_BASE:
+        configs.append(load_config(SENTIMENT_LINEAR, overrides, last={"name": "nb-logreg"}))
+        names = [*names, "nb-logreg"]
     with hold_sweep(sweep_dir):  # a second process on the same sweep is refused, naming this one
         metrics = [run_or_skip(config, data_dir, sweep_dir, force) for config in configs]
         if not ranks.is_main():

@@ -258,6 +258,11 @@ def print_result(metrics, out_dir):
     test = "withheld (see submission.csv)" if metrics["test_acc"] is None else f"{metrics['test_acc']:.4f}"
     if metrics["diverged"]:
         test += f"; diverged at epoch {metrics['diverged_at']['epoch']}, best weights kept from before"
+    refit = metrics.get("refit")
+    if refit and "test_acc" in refit:
+        test = "withheld" if refit["test_acc"] is None else f"{refit['test_acc']:.4f}"
+        test += (f" (model refitted on train + dev for {refit['epochs']} epochs"
+                 f"{', submission.csv from it' if refit['test_acc'] is None else ''})")
     print(f"{metrics['name']}: best dev acc {metrics['best_dev_acc']:.4f} at epoch {metrics['best_epoch']}, "
           f"test acc {test}, {metrics['seconds']:.0f}s; results in {out_dir}/")
 

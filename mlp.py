@@ -1,4 +1,5 @@
-"""The MLP family: SentimentClassifier for TF-IDF review features, the same class for flattened images."""
+"""The MLP family: SentimentClassifier for review n-gram features, the same class for flattened images;
+Interpolated, an MLP whose predictions mix in a fixed linear model's."""
 import math
 
 import torch
@@ -81,3 +82,22 @@ class SentimentClassifier(nn.Module):
         for layer in self.layers[:-1]:
             x = self.dropout(self.activation(layer(x)))
         return self.layers[-1](x)
+
+
+class Interpolated(nn.Module):
+    """An MLP trained alone whose evaluation mixes in a fixed linear model: p = (1 - w) softmax(mlp(x)) +
+    w softmax(linear(x)), returned as log p (valid logits for cross-entropy and argmax). In training mode
+    it is the MLP alone, so train loss and accuracy are the MLP's and dev and test the mixture's. The
+    linear layer (an NB logistic regression, logreg.fit_logreg) is frozen: no gradient, no weight decay."""
+
+    def __init__(self, mlp, linear, weight):
+        super().__init__()
+        self.mlp, self.linear = mlp, linear.requires_grad_(False)
+        self.register_buffer("log_weights", torch.tensor([1 - weight, weight]).log(), persistent=False)
+
+    def forward(self, x):
+        logits = self.mlp(x)
+        if self.training:
+            return logits
+        both = torch.stack([logits.float().log_softmax(1), self.linear(x).float().log_softmax(1)])
+        return (both + self.log_weights.view(2, 1, 1)).logsumexp(0)

@@ -55,6 +55,16 @@ def take(x, idx):
     return torch.sparse_csr_tensor(new_crow, col[src], val[src], size=(len(idx), x.shape[1]), check_invariants=False)
 
 
+def join_rows(a, b):
+    """The rows of a then b, for dense tensors and sparse CSR matrices alike."""
+    if a.layout != torch.sparse_csr:
+        return torch.cat([a, b])
+    crow = torch.cat([a.crow_indices(), b.crow_indices()[1:] + a.crow_indices()[-1]])
+    return torch.sparse_csr_tensor(crow, torch.cat([a.col_indices(), b.col_indices()]),
+                                   torch.cat([a.values(), b.values()]), size=(a.shape[0] + b.shape[0], a.shape[1]),
+                                   check_invariants=False)
+
+
 def make_optimizer(model, config, device):
     name, lr, wd, mom = config["optimizer"], config["lr"], config["weight_decay"], config["momentum"]
     params = [p for p in model.parameters() if p.requires_grad]
@@ -310,6 +320,20 @@ def fit(model, data, config, out_dir, augment=None, extra=None, resume=False):
     return finish(state, data, config, out_dir, start, extra)
 
 
+def fit_fixed(model, data, config, out_dir, extra=None):
+    """For a model fitted outside the loop (model = "logreg"): evaluate it on train and dev as one epoch, keep
+    it as the best, then test it and write the same files as fit."""
+    start = time.perf_counter()
+    device = data["train"][0].device
+    state = TrainState(model, config, 1, device)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    train_loss, train_acc, _ = evaluate(model, *data["train"], config)
+    n = data["train"][0].shape[0]
+    state.sums = torch.tensor([train_loss * n, train_acc * n], device=device) / ranks.world_size()  # end_epoch sums the ranks
+    end_epoch(state, data, config, start, out_dir)
+    return finish(state, data, config, out_dir, start, extra)
+
+
 def finish(state, data, config, out_dir, start, extra=None):
     """Test the best weights, write metrics.json, plots and submission.csv (rank 0); drop last.pt."""
     test_acc, best = None, state.best
@@ -336,6 +360,36 @@ def finish(state, data, config, out_dir, start, extra=None):
         (out_dir / "last.pt").unlink(missing_ok=True)  # finished: nothing to resume (up to 1 GB for sentiment)
     ranks.barrier()  # every rank returns once the files exist (a sweep's summary reads them)
     return metrics
+
+
+def refit(model, data, config, epochs, out_dir, augment=None):
+    """Train model (fresh weights) on data["train"], the run's train + dev rows, for `epochs` epochs (the
+    count the dev-selected run found best; 0 for a model fitted outside the loop) and write submission.csv
+    and model_refit.pt from it. Nothing can score it on dev, so the run's dev figures stay the dev-selected
+    model's. A signal stops it like any command outside training: the dev-selected files are complete by
+    then. Returns its record for metrics.json."""
+    start = time.perf_counter()
+    config = {**config, "epochs": epochs}  # a schedule (cosine, one-cycle) completes in the refit's epochs
+    device = data["train"][0].device
+    seed_everything(config["seed"] + ranks.rank())
+    step_model = ranks.wrap(model, device)
+    model = getattr(step_model, "module", step_model)
+    state = TrainState(model, config, math.ceil(data["train"][0].shape[0] / config["batch_size"]), device)
+    if config["compile"]:
+        step_model = torch.compile(step_model)
+    record = {"epochs": epochs, "train_examples": data["train"][0].shape[0]}
+    for _ in range(epochs):
+        if not train_one_epoch(state, step_model, data["train"], config, augment, {"signal": None}, None):
+            say(f"{config['name']} refit diverged at epoch {state.epoch}; submission.csv stays the dev-selected "
+                f"model's", err=True)
+            return {**record, "diverged_at": state.diverged, "seconds": time.perf_counter() - start}
+        state.epoch, state.step, state.sums = state.epoch + 1, 0, None
+    _, test_acc, preds = evaluate(state.eval_model, *data["test"], config)
+    if ranks.is_main():
+        save_best(out_dir / "model_refit.pt", state.eval_model.state_dict(), config, epochs, None, data["meta"])
+        if data["test"][1] is None:
+            write_submission(out_dir / "submission.csv", preds.tolist())
+    return {**record, "test_acc": test_acc, "seconds": time.perf_counter() - start}
 
 
 def plot_dev_predictions(x_dev, y_dev, preds, meta, out_dir):

@@ -48,6 +48,9 @@ def test_every_shipped_config_is_valid():
     ("dropout=1.5", "'dropout' = 1.5 is out of range"),
     ("augment=yes", "'augment' must be bool"),
     ("epochs", "expected key=value"),
+    ("model=logreg", "model 'logreg' needs task 'sentiment' with features 'nb'"),
+    ("interpolate=0.5", "interpolate = 0.5 needs task 'sentiment' with features 'nb'"),
+    ("features=bow", "'features' = 'bow' is not one of"),
 ])
 def test_bad_values_are_rejected_with_a_message_naming_the_key(setting, message):
     with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]")):

@@ -87,3 +87,28 @@ def test_acl_imdb_folder_layout_is_read(tmp_path):
             (folder / "0_1.txt").write_text(text)
     loaded = data.load_imdb(tmp_path)
     assert loaded["train"][0] == ["bad", "good"] and loaded["test"][1].tolist() == [0, 1]
+
+
+def runs_of(rows):
+    """Lengths of the runs of consecutive indices in sorted rows."""
+    breaks = np.flatnonzero(np.diff(rows) != 1)
+    return np.diff(np.concatenate([[-1], breaks, [len(rows) - 1]]))
+
+
+def test_block_dev_split_holds_out_whole_blocks_of_consecutive_examples_of_each_class():
+    labels = np.array([0] * 1000 + [1] * 1000)
+    train, dev = dev_split(labels, 400, block=50)
+    assert len(dev) == 400 and len(train) == 1600 and not set(train) & set(dev)
+    assert labels[dev].sum() == 200  # stratified
+    for c in (0, 1):
+        rows = dev[labels[dev] == c] - (1000 * c)
+        assert (rows % 50 == 0).sum() == 4  # four blocks start on a block boundary...
+        assert (runs_of(rows) % 50 == 0).all()  # ...and every run of held-out rows is whole blocks
+
+
+def test_block_dev_split_is_seeded_and_block_1_is_a_random_stratified_split():
+    labels = np.array([0] * 300 + [1] * 100)
+    a, b = dev_split(labels, 40, block=10), dev_split(labels, 40, block=10)
+    assert (a[1] == b[1]).all() and not (a[1] == dev_split(labels, 40, seed=1, block=10)[1]).all()
+    assert labels[a[1]].sum() == 10  # the classes' shares (3:1) are kept
+    assert (dev_split(labels, 40, block=1)[1] == dev_split(labels, 40)[1]).all()

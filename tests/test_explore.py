@@ -7,7 +7,7 @@ from main import main
 def test_structures_sweep_writes_one_loss_plot_per_config_two_summary_plots_and_a_table(imdb_dir, tmp_path, capsys):
     explore_mlp_structures(imdb_dir, tmp_path, ["epochs=2", "dev_size=100", "min_df=1", "batch_size=64"])
     sweep = tmp_path / "structures"
-    names = ["linear", "512", "512-512", "512-512-512"]
+    names = ["linear", "512", "512-512", "512-512-512", "nb-logreg"]  # the linear baseline row comes last
     assert all((sweep / n / "loss.png").stat().st_size > 0 for n in names)
     assert (sweep / "dev_loss.png").is_file() and (sweep / "dev_acc.png").is_file()
     with open(sweep / "summary.csv", newline="") as f:

@@ -231,17 +231,17 @@ def test_failed_writes_name_the_file_leave_the_previous_one_and_no_temporary_fil
 
 
 def test_a_feature_cache_that_cannot_be_written_or_read_costs_time_not_the_run(tmp_path, monkeypatch, capsys):
-    parts, config = [["good film", "bad film", "good plot"], ["bad plot"]], {"ngram_max": 1, "min_df": 1,
-                                                                            "max_features": 0}
+    parts, config = [["good film", "bad film", "good plot"], ["bad plot"]], {"features": "tfidf", "ngram_max": 1,
+                                                                            "min_df": 1, "max_features": 0}
     break_writes(monkeypatch, errno.ENOSPC, name="cache")
-    matrices, _, cached = features.tfidf_features(parts, config, tmp_path / "cache")
+    matrices, _, cached = features.text_features(parts, config, tmp_path / "cache")
     assert not cached and matrices[0].shape == (3, 4) and "not cached" in capsys.readouterr().err
     monkeypatch.undo()
     assert [p for p in (tmp_path / "cache").iterdir()] == []  # the half-written .npz is gone
-    features.tfidf_features(parts, config, tmp_path / "cache")
+    features.text_features(parts, config, tmp_path / "cache")
     [path] = (tmp_path / "cache").iterdir()
     path.write_bytes(path.read_bytes()[:100])  # damaged, as by a failing disk
-    matrices, _, cached = features.tfidf_features(parts, config, tmp_path / "cache")
+    matrices, _, cached = features.text_features(parts, config, tmp_path / "cache")
     assert not cached and (sp.csr_matrix(matrices[0]) != features.load_matrices(path, 2)[0]).nnz == 0
 
 

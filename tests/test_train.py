@@ -6,7 +6,7 @@ import torch
 
 from config import load_config
 from experiment import build_model, load_task, run
-from train import evaluate, take
+from train import evaluate, join_rows, take
 
 
 def tiny(**changes):
@@ -88,3 +88,49 @@ def test_second_run_reads_features_from_the_cache(imdb_dir, tmp_path):
     _loaded.clear()  # a new process: only the disk cache is left
     second = run(tiny(), imdb_dir, tmp_path / "b")
     assert (first["features"]["cached"], second["features"]["cached"]) == (False, True)
+
+
+def test_logreg_run_writes_the_same_files_as_a_trained_model(imdb_dir, tmp_path):
+    config = tiny(model="logreg", features="nb", C=1.0)
+    metrics = run(config, imdb_dir, tmp_path / "runs")
+    out = tmp_path / "runs" / "tiny"
+    assert {"metrics.json", "model.pt", "submission.csv", "loss.png", "confusion.png"} <= {p.name for p in out.iterdir()}
+    assert len(metrics["history"]) == 1 and metrics["best_dev_acc"] >= 0.95 and not (out / "last.pt").exists()
+    model = build_model(config, metrics["input_dim"])
+    model.load_state_dict(torch.load(out / "model.pt", weights_only=True)["model"])
+    data = load_task(config, imdb_dir, torch.device("cpu"))
+    assert evaluate(model, *data["dev"], config)[1] == metrics["best_dev_acc"]
+
+
+def test_interpolated_run_evaluates_the_mixture_with_the_fitted_linear_model(imdb_dir, tmp_path):
+    config = tiny(features="nb", interpolate=0.5, epochs=2)
+    metrics = run(config, imdb_dir, tmp_path / "runs")
+    saved = torch.load(tmp_path / "runs" / "tiny" / "model.pt", weights_only=True)["model"]
+    assert any(k.startswith("linear.") for k in saved) and metrics["best_dev_acc"] >= 0.95
+    model = build_model(config, metrics["input_dim"])
+    model.load_state_dict(saved)
+    data = load_task(config, imdb_dir, torch.device("cpu"))
+    assert evaluate(model, *data["dev"], config)[1] == metrics["best_dev_acc"]
+
+
+def test_refit_trains_afresh_on_train_and_dev_and_writes_the_submission_from_that_model(imdb_dir, tmp_path):
+    config = tiny(features="nb", interpolate=0.5, epochs=2, refit=True)
+    metrics = run(config, imdb_dir, tmp_path / "runs")
+    out = tmp_path / "runs" / "tiny"
+    assert metrics["refit"]["epochs"] == metrics["best_epoch"] and metrics["refit"]["train_examples"] == 400
+    assert json.loads((out / "metrics.json").read_text())["refit"]["epochs"] == metrics["best_epoch"]
+    refitted = torch.load(out / "model_refit.pt", weights_only=True)
+    model = build_model(config, metrics["input_dim"])
+    model.load_state_dict(refitted["model"])
+    data = load_task(config, imdb_dir, torch.device("cpu"))
+    _, _, preds = evaluate(model, data["test"][0], None, config)
+    with open(out / "submission.csv", newline="") as f:
+        assert [int(r["Category"]) for r in csv.DictReader(f)] == preds.tolist()
+    dev_selected = torch.load(out / "model.pt", weights_only=True)["model"]
+    assert not torch.equal(dev_selected["mlp.layers.0.weight"], refitted["model"]["mlp.layers.0.weight"])
+
+
+def test_join_rows_stacks_sparse_and_dense_matrices_alike():
+    dense = torch.tensor([[0.0, 1.0, 2.0], [3.0, 0.0, 0.0], [0.0, 0.0, 4.0]])
+    joined = join_rows(dense[:2].to_sparse_csr(), dense[2:].to_sparse_csr())
+    assert torch.equal(joined.to_dense(), dense) and torch.equal(join_rows(dense[:1], dense[1:]), dense)
