@@ -39,7 +39,7 @@ def test_notebook_runs_every_part_in_smoke_mode_and_writes_a_submission_per_task
         assert submission[0] == ["Id", "Category"] and len(submission) == 1 + test_size  # the whole test set
         assert json.loads((out / run / "metrics.json").read_text())["config"]["max_train"] == 400
     for sweep, configs in (("structures", 4), ("activations", 4), ("learning-rates", 5)):
-        assert len(rows(out / sweep / "summary.csv")) == 1 + configs
+        assert len(rows(out / sweep / "summary.csv")) == 1 + configs + 1  # header, MLPs, nb-logreg
     text = json.dumps([c.get("outputs", []) for c in nb.cells])
     assert text.count("data:image/png;base64") >= 3 * 6 + 3 * 4 + 2  # sweeps, runs and theory shown inline
     assert "cpu_capability" in text and "epoch 1:" in text
