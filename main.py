@@ -261,7 +261,7 @@ def print_result(metrics, out_dir):
     refit = metrics.get("refit")
     if refit and "test_acc" in refit:
         test = "withheld" if refit["test_acc"] is None else f"{refit['test_acc']:.4f}"
-        test += (f" (model refitted on train + dev for {refit['epochs']} epochs"
+        test += (f" (model refitted on train + dev for {refit['epochs']} epoch{'s' * (refit['epochs'] != 1)}"
                  f"{', submission.csv from it' if refit['test_acc'] is None else ''})")
     print(f"{metrics['name']}: best dev acc {metrics['best_dev_acc']:.4f} at epoch {metrics['best_epoch']}, "
           f"test acc {test}, {metrics['seconds']:.0f}s; results in {out_dir}/")
