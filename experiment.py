@@ -107,11 +107,13 @@ def build_model(config, input_dim):
 
 def fit_linear(model, config, data):
     """Fit the NB logistic regression on the training part into a logreg model or an Interpolated's linear
-    part (on --resume too: liblinear gives the same weights again, and last.pt holds them anyway)."""
+    part (on --resume too: liblinear gives the same weights again, and last.pt holds them anyway). Returns
+    whether there was one to fit."""
     if config["model"] != "logreg" and config["interpolate"] == 0:
-        return
+        return False
     target = model if config["model"] == "logreg" else model.linear
     target.load_state_dict(fit_logreg(*data["train"], config["C"], config["seed"]).state_dict())
+    return True
 
 
 def place(model, config, device):
@@ -212,9 +214,9 @@ def run(config, data_dir=None, out_root="runs", resume=False, overwrite=False, f
         data = load_task(config, data_dir, device)
         torch.manual_seed(config["seed"])  # the same seed gives the same initial weights
         model = place(build_model(config, data["meta"]["input_dim"]), config, device)
-        loaded = time.perf_counter()
-        fit_linear(model, config, data)
-        extra = {"data_seconds": loaded - start, "logreg_seconds": time.perf_counter() - loaded}
+        extra = {"data_seconds": time.perf_counter() - start}
+        if fit_linear(model, config, data):
+            extra["logreg_seconds"] = time.perf_counter() - start - extra["data_seconds"]
         if config["model"] == "logreg":
             metrics = fit_fixed(model, data, config, out_dir, extra)
         else:

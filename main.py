@@ -86,6 +86,11 @@ def main(argv=None):
             print(f"{e}\nto continue: {launcher} main.py {again}{' --resume' if args.command == 'run' else ''}",
                   file=sys.stderr)
         return e.code
+    except KeyboardInterrupt:  # Ctrl-C outside training (loading, featurizing, a refit, a sweep's summary)
+        ranks.exiting()
+        print("stopped by Ctrl-C outside training: nothing to resume; every file already written is complete",
+              file=sys.stderr)
+        return 130
     except Fault as e:  # a fault of the machine during a run, with what its folder kept
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -134,3 +134,16 @@ def test_join_rows_stacks_sparse_and_dense_matrices_alike():
     dense = torch.tensor([[0.0, 1.0, 2.0], [3.0, 0.0, 0.0], [0.0, 0.0, 4.0]])
     joined = join_rows(dense[:2].to_sparse_csr(), dense[2:].to_sparse_csr())
     assert torch.equal(joined.to_dense(), dense) and torch.equal(join_rows(dense[:1], dense[1:]), dense)
+
+
+def test_ctrl_c_outside_training_ends_with_one_line_and_exit_130(imdb_dir, tmp_path, monkeypatch, capsys):
+    import experiment
+    from main import main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(experiment, "text_features", interrupted)  # Ctrl-C while featurizing
+    (tmp_path / "c.toml").write_text('dev_size = 100\nmin_df = 1\ndevice = "cpu"\n')
+    assert main(["run", str(tmp_path / "c.toml"), "--data-dir", str(imdb_dir), "--out", str(tmp_path / "runs")]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["stopped by Ctrl-C outside training: nothing to resume; every file already written is complete"]
