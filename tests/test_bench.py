@@ -1,4 +1,8 @@
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 from main import main
 
@@ -33,3 +37,15 @@ def test_speed_targets_need_both_the_speedup_and_equal_or_better_accuracy():
                    ("toolkit (fast, less accurate)", "sklearn MLPClassifier"): False,  # more accurate, 1.9x
                    ("toolkit (fast, as accurate)", "textbook loop"): True,
                    ("toolkit (fast, as accurate)", "sklearn MLPClassifier"): False}
+
+
+def test_quick_bench_on_a_cpu_without_native_bf16_skips_bf16_and_says_so(imdb_dir, fashion_dir, cifar_dir, tmp_path):
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}  # an AVX2-only CPU
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "main.py", "bench", "--quick", "--data-dir", str(imdb_dir), "--out",
+                           str(tmp_path)], cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((tmp_path / "bench.json").read_text())
+    assert result["matmul_bf16_gflops"] is None and set(result["fashion_profile"]) == {"fp32"}
+    assert not [r for r in result["rows"] if "bf16" in r["system"]]
+    assert "bf16 matmul: skipped (no native bf16 on this CPU)" in (tmp_path / "bench.md").read_text()
