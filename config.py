@@ -27,7 +27,9 @@ DEFAULTS = dict(
     # CNN (CIFAR-10)
     widths=[64, 128, 256],   # channels of the conv groups; each group halves the resolution
     # optimisation
-    epochs=10,
+    epochs=10,               # with budget_minutes: the most epochs the plan may choose
+    budget_minutes=0.0,      # > 0: measure this machine's speed, then plan the epochs (and schedule) so that
+                             # the whole run ends within this many minutes (budget.py); 0 = off
     batch_size=256,          # examples per step
     lr=1e-3,                 # peak learning rate (per step, not scaled by batch size)
     optimizer="adam",        # sgd | momentum | nesterov | adam | adamw
@@ -76,7 +78,7 @@ RANGES = dict(
     momentum=(0, 1, True), weight_decay=(0, None, True), gamma=(0, 1, False), warmup=(0, 1, True),
     label_smoothing=(0, 1, True), dev_size=(1, None, True), max_train=(0, None, True), ngram_max=(1, 5, True),
     min_df=(1, None, True), max_features=(0, None, True), dev_block=(1, None, True),
-    interpolate=(0, 1, True), C=(0, None, False), translate=(0, 16, True), ema=(0, 1, True),
+    interpolate=(0, 1, True), C=(0, None, False), budget_minutes=(0, None, True), translate=(0, 16, True), ema=(0, 1, True),
 )
 
 

@@ -220,7 +220,8 @@ def run(config, data_dir=None, out_root="runs", resume=False, overwrite=False, f
         if config["model"] == "logreg":
             metrics = fit_fixed(model, data, config, out_dir, extra)
         else:
-            metrics = fit(model, data, config, out_dir, augment=make_augment(config), extra=extra, resume=resume)
+            metrics = fit(model, data, config, out_dir, augment=make_augment(config), extra=extra, resume=resume,
+                          started=start)
         if config["refit"] and metrics["best_epoch"] is not None:
             metrics = refit_run(config, data, out_dir, metrics)
     return {**metrics, "run_dir": str(out_dir)}

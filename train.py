@@ -78,9 +78,10 @@ def make_optimizer(model, config, device):
     return cls(params, lr=lr, betas=(mom, 0.999), weight_decay=wd, fused=fused)
 
 
-def make_scheduler(optimizer, config, steps_per_epoch):
-    """Learning-rate multiplier updated every step, so short runs get a smooth schedule."""
-    total = config["epochs"] * steps_per_epoch
+def make_scheduler(optimizer, config, steps_per_epoch, epochs=None):
+    """Learning-rate multiplier updated every step, so short runs get a smooth schedule over `epochs` (default
+    the config's; a time budget's plan may set fewer)."""
+    total = (epochs or config["epochs"]) * steps_per_epoch
     name = config["scheduler"]
     if name == "onecycle":  # linear warmup then linear decay; momentum left as configured
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config["lr"], total_steps=total,
@@ -167,10 +168,11 @@ class TrainState:
     optimizer, scheduler, grad scaler, EMA, epoch and step, the epoch's running sums, history, best-on-dev and
     every rank's RNG states. `save` writes last.pt (every rank calls it, rank 0 writes), `load` reads it."""
 
-    def __init__(self, model, config, steps_per_epoch, device):
-        self.model, self.config, self.device = model, config, device
+    def __init__(self, model, config, steps_per_epoch, device, plan=None):
+        self.model, self.config, self.device, self.plan = model, config, device, plan
+        self.epochs = plan["epochs"] if plan else config["epochs"]  # what this run trains
         self.optimizer = make_optimizer(model, config, device)
-        self.scheduler = make_scheduler(self.optimizer, config, steps_per_epoch)
+        self.scheduler = make_scheduler(self.optimizer, config, steps_per_epoch, self.epochs)
         self.precision = amp_dtype(device, config["amp"]) or torch.float32
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == torch.float16)  # fp16 needs it
         self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config["ema"]), use_buffers=True) \
@@ -189,14 +191,16 @@ class TrainState:
         sums = None if self.sums is None else ranks.sum_all(self.sums.clone())  # the whole global batch's
         if ranks.is_main():
             save_state(path, {
-                "config": self.config, "epoch": self.epoch, "step": self.step, "sums": sums, "history": self.history,
+                "config": self.config, "plan": self.plan, "epoch": self.epoch, "step": self.step, "sums": sums,
+                "history": self.history,
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "ema": None if self.ema is None else self.ema.state_dict(), "rng": rngs,
                 "best": {k: self.best[k] for k in ("dev_acc", "epoch", "preds")}})
 
-    def load(self, path):
-        state = load_state(path, self.config)
+    def load(self, path, state=None):
+        """Restore from last.pt at path (or from its contents, already read by load_state)."""
+        state = state or load_state(path, self.config)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -234,7 +238,7 @@ def train_one_epoch(state, step_model, train, config, augment, stop, last_path):
         state.sums = torch.zeros(2, device=x.device)
     state.model.train()
     todo = range(state.step, steps)
-    bar = progress_bar(todo, f"{config['name']} {state.epoch}/{config['epochs']}") if ranks.is_main() \
+    bar = progress_bar(todo, f"{config['name']} {state.epoch}/{state.epochs}") if ranks.is_main() \
         else tqdm(todo, disable=True)  # under torchrun rank 0 draws the one bar
     for i in bar:
         idx = perm[i * size:(i + 1) * size]
@@ -285,28 +289,41 @@ def end_epoch(state, data, config, t0, out_dir):
     state.epoch, state.step, state.sums = state.epoch + 1, 0, None
 
 
-def fit(model, data, config, out_dir, augment=None, extra=None, resume=False):
+def fit(model, data, config, out_dir, augment=None, extra=None, resume=False, started=None):
     """Train, keep the best-on-dev weights, test them, write OUT files (rank 0); return the metrics dict.
 
     augment(xb, generator) -> xb runs on each training batch (whole-batch, on the device). resume=True
     continues from out_dir/last.pt. Ctrl-C or SIGTERM saves last.pt after the current step and raises
     Interrupted; a non-finite loss ends the run early with "diverged" in metrics.json. Under torchrun the
-    ranks train one model data-parallel on slices of config's (global) batch_size."""
+    ranks train one model data-parallel on slices of config's (global) batch_size. With budget_minutes the
+    epochs come from budget.plan (measured here, or kept from last.pt on --resume), and a run that falls
+    behind its plan stops after the epoch that would take it past the budget; `started` is when the run
+    began (time.perf_counter()), default now."""
     start = time.perf_counter()
+    started = started or start
     device = data["train"][0].device
     seed_everything(config["seed"] + ranks.rank())  # dropout masks differ between ranks; rank 0's = one process
-    step_model = ranks.wrap(model, device)
-    model = getattr(step_model, "module", step_model)
-    state = TrainState(model, config, math.ceil(data["train"][0].shape[0] / config["batch_size"]), device)
     out_dir.mkdir(parents=True, exist_ok=True)
     last_path = out_dir / "last.pt"
+    plan, saved = None, None
     if resume:
-        state.load(last_path)
+        saved = load_state(last_path, config)  # checked once here: it holds a budget's plan, and the state
+        plan = saved.get("plan")
+    elif config["budget_minutes"]:
+        import budget
+        plan = budget.plan(model, data, config, started, augment)
+        say(f"budget {config['budget_minutes']:g} min: {plan['samples_per_s']:,.0f} examples/s measured, "
+            f"{plan['epochs']} of {config['epochs']} epochs planned ({plan['planned_steps']} steps)")
+    step_model = ranks.wrap(model, device)
+    model = getattr(step_model, "module", step_model)
+    state = TrainState(model, config, math.ceil(data["train"][0].shape[0] / config["batch_size"]), device, plan)
+    if resume:
+        state.load(last_path, saved)
         say(f"resuming {config['name']} at epoch {state.epoch}, step {state.step}")
     if config["compile"]:
         step_model = torch.compile(step_model)
     with stop_requests() as stop:
-        while state.epoch <= config["epochs"]:
+        while state.epoch <= state.epochs:
             t0 = time.perf_counter()
             if not train_one_epoch(state, step_model, data["train"], config, augment, stop, last_path):
                 say(f"{config['name']} diverged at epoch {state.epoch}, step {state.diverged['step']} (non-finite "
@@ -314,10 +331,26 @@ def fit(model, data, config, out_dir, augment=None, extra=None, resume=False):
                 break
             end_epoch(state, data, config, t0, out_dir)
             state.save(last_path)  # at least once an epoch
-            signum, = ranks.max_all([stop["signal"] or 0])
+            signum, late = ranks.max_all([stop["signal"] or 0, over_budget(state, config, started)])
             if signum:
                 raise Interrupted(int(signum), last_path)
+            if late and state.epoch <= state.epochs:
+                say(f"{config['name']}: stopping after epoch {state.epoch - 1} of {state.epochs}: another would end "
+                    f"past the {config['budget_minutes']:g}-minute budget", err=True)
+                break
+    if plan:
+        steps = math.ceil(data["train"][0].shape[0] / config["batch_size"])
+        extra = {**(extra or {}), "budget": {**plan, "completed_steps": len(state.history) * steps,
+                                             "completed_epochs": len(state.history)}}
     return finish(state, data, config, out_dir, start, extra)
+
+
+def over_budget(state, config, started):
+    """1 when one more epoch as long as the last, plus the final test, would end past budget_minutes."""
+    if not config["budget_minutes"] or not state.history:
+        return 0
+    epoch_s = state.history[-1]["seconds"]
+    return int(time.perf_counter() - started + epoch_s * 1.5 > config["budget_minutes"] * 60)
 
 
 def fit_fixed(model, data, config, out_dir, extra=None):

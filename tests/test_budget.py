@@ -1,0 +1,67 @@
+"""A time budget: the run plans its epochs from its own measured speed, sizes the schedule to them, records
+the plan, and --resume keeps it. The measured speed is patched in, so no test depends on this machine."""
+import os
+import signal
+import time
+
+import pytest
+
+import budget
+import train
+from config import load_config
+from experiment import run
+
+
+def tiny(**changes):
+    sets = {"dev_size": 100, "epochs": 5, "batch_size": 32, "hidden_dims": [16], "lr": 0.01, "min_df": 1,
+            "device": "cpu", "name": "tiny", "scheduler": "cosine", "budget_minutes": 1.0, **changes}
+    return load_config(None, [f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in sets.items()])
+
+
+def machine(monkeypatch, step_s, eval_s=1.0):
+    """Pretend a training step takes step_s seconds and a dev evaluation eval_s on this machine."""
+    monkeypatch.setattr(budget, "measure_step", lambda *a, **k: step_s)
+    monkeypatch.setattr(budget, "measure_eval", lambda *a, **k: eval_s)
+
+
+def test_plan_takes_as_many_epochs_as_fit_in_the_budget_after_a_margin_and_the_final_test(imdb_dir, monkeypatch):
+    from experiment import load_task
+    import torch
+    config = tiny(epochs=20)
+    data = load_task(config, imdb_dir, torch.device("cpu"))  # 300 training reviews: 10 steps of 32 an epoch
+    machine(monkeypatch, step_s=0.5)
+    plan = budget.plan(None, data, config, time.perf_counter())
+    # 60 s less 6% margin less two evaluations = 54.4 s, at 10 x 0.5 + 1 = 6 s an epoch: 9 epochs
+    assert plan["epochs"] == 9 and plan["planned_steps"] == 90 and plan["samples_per_s"] == 64
+    machine(monkeypatch, step_s=100.0)
+    assert budget.plan(None, data, config, time.perf_counter())["epochs"] == 1  # never less than one
+    machine(monkeypatch, step_s=0.001)
+    assert budget.plan(None, data, config, time.perf_counter())["epochs"] == 20  # never more than the config's
+
+
+def test_a_budgeted_run_trains_the_planned_epochs_on_a_schedule_sized_to_them(imdb_dir, tmp_path, monkeypatch):
+    machine(monkeypatch, step_s=2.5)  # 26 s an epoch: 2 of the 5 epochs fit in a minute
+    metrics = run(tiny(), imdb_dir, tmp_path)
+    assert len(metrics["history"]) == 2 and metrics["config"]["epochs"] == 5  # the config is left as given
+    assert metrics["budget"]["epochs"] == 2 and metrics["budget"]["completed_epochs"] == 2
+    assert metrics["budget"]["completed_steps"] == metrics["budget"]["planned_steps"] == 20
+    assert metrics["history"][-1]["lr"] < 1e-9  # the cosine schedule ended with the planned epochs
+
+
+def test_resume_keeps_the_plan_made_before_the_interruption(imdb_dir, tmp_path, monkeypatch):
+    machine(monkeypatch, step_s=2.5)
+    calls = {"n": 0}
+    original = train.take
+
+    def take(x, idx):  # a real SIGINT during the 14th batch: in epoch 2
+        calls["n"] += 1
+        if calls["n"] == 14:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(x, idx)
+    monkeypatch.setattr(train, "take", take)
+    with pytest.raises(train.Interrupted):
+        run(tiny(), imdb_dir, tmp_path)
+    monkeypatch.setattr(train, "take", original)
+    machine(monkeypatch, step_s=0.001)  # a faster machine now: it must not re-plan
+    metrics = run(tiny(), imdb_dir, tmp_path, resume=True)
+    assert len(metrics["history"]) == 2 and metrics["budget"]["epochs"] == 2
