@@ -310,7 +310,7 @@ def fit(model, data, config, out_dir, augment=None, extra=None, resume=False, st
         saved = load_state(last_path, config)  # checked once here: it holds a budget's plan, and the state
         plan = saved.get("plan")
     elif config["budget_minutes"]:
-        import budget
+        import budget  # here, not at the top: budget.py times this module's train_step and evaluate
         plan = budget.plan(model, data, config, started, augment)
         say(f"budget {config['budget_minutes']:g} min: {plan['samples_per_s']:,.0f} examples/s measured, "
             f"{plan['epochs']} of {config['epochs']} epochs planned ({plan['planned_steps']} steps)")
