@@ -12,10 +12,19 @@
 """
 import argparse
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from config import UserError
+
+if int(os.environ.get("WORLD_SIZE", "1")) > 1 and threading.current_thread() is threading.main_thread():
+    # Under torchrun the first rank to exit (a bad config: every rank finds it) gets the others SIGTERMed at
+    # once, perhaps while they still load torch; so from here until the ranks join (ranks.setup) a rank
+    # ignores SIGTERM, reaches its own one-line error and exits 2 like the first. A kill -TERM to torchrun in
+    # those first seconds waits for torchrun's grace period (then SIGKILL) instead.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 EXPLORATIONS = ["structures", "activations", "learning-rates", "init", "theory", "sgd-learning-rates", "gradcheck",
                 "backprop", "scratch"]

@@ -29,6 +29,7 @@ def setup(device):
     global _device
     if dist.is_initialized() or int(os.environ.get("WORLD_SIZE", "1")) < 2:
         return
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # every config is checked by now (main.py ignored it till here)
     if device.type == "cuda":
         torch.cuda.set_device(device)
         _device = device
