@@ -301,8 +301,6 @@ def fit(model, data, config, out_dir, augment=None, extra=None, resume=False, st
     began (time.perf_counter()), default now."""
     start = time.perf_counter()
     started = started or start
-    device = data["train"][0].device
-    seed_everything(config["seed"] + ranks.rank())  # dropout masks differ between ranks; rank 0's = one process
     out_dir.mkdir(parents=True, exist_ok=True)
     last_path = out_dir / "last.pt"
     plan, saved = None, None
@@ -314,14 +312,10 @@ def fit(model, data, config, out_dir, augment=None, extra=None, resume=False, st
         plan = budget.plan(model, data, config, started, augment)
         say(f"budget {config['budget_minutes']:g} min: {plan['samples_per_s']:,.0f} examples/s measured, "
             f"{plan['epochs']} of {config['epochs']} epochs planned ({plan['planned_steps']} steps)")
-    step_model = ranks.wrap(model, device)
-    model = getattr(step_model, "module", step_model)
-    state = TrainState(model, config, math.ceil(data["train"][0].shape[0] / config["batch_size"]), device, plan)
+    state, step_model = prepare(model, data, config, plan)
     if resume:
         state.load(last_path, saved)
         say(f"resuming {config['name']} at epoch {state.epoch}, step {state.step}")
-    if config["compile"]:
-        step_model = torch.compile(step_model)
     with stop_requests() as stop:
         while state.epoch <= state.epochs:
             t0 = time.perf_counter()
@@ -339,10 +333,21 @@ def fit(model, data, config, out_dir, augment=None, extra=None, resume=False, st
                     f"past the {config['budget_minutes']:g}-minute budget", err=True)
                 break
     if plan:
-        steps = math.ceil(data["train"][0].shape[0] / config["batch_size"])
+        steps = plan["planned_steps"] // plan["epochs"]
         extra = {**(extra or {}), "budget": {**plan, "completed_steps": len(state.history) * steps,
                                              "completed_epochs": len(state.history)}}
     return finish(state, data, config, out_dir, start, extra)
+
+
+def prepare(model, data, config, plan=None):
+    """(TrainState, the model to step) for fit and refit: seeded RNGs (dropout masks differ between ranks;
+    rank 0's are one process's), DDP under torchrun, torch.compile when configured."""
+    device = data["train"][0].device
+    seed_everything(config["seed"] + ranks.rank())
+    step_model = ranks.wrap(model, device)
+    state = TrainState(getattr(step_model, "module", step_model), config,
+                       math.ceil(data["train"][0].shape[0] / config["batch_size"]), device, plan)
+    return state, torch.compile(step_model) if config["compile"] else step_model
 
 
 def over_budget(state, config, started):
@@ -403,13 +408,7 @@ def refit(model, data, config, epochs, out_dir, augment=None):
     then. Returns its record for metrics.json."""
     start = time.perf_counter()
     config = {**config, "epochs": epochs}  # a schedule (cosine, one-cycle) completes in the refit's epochs
-    device = data["train"][0].device
-    seed_everything(config["seed"] + ranks.rank())
-    step_model = ranks.wrap(model, device)
-    model = getattr(step_model, "module", step_model)
-    state = TrainState(model, config, math.ceil(data["train"][0].shape[0] / config["batch_size"]), device)
-    if config["compile"]:
-        step_model = torch.compile(step_model)
+    state, step_model = prepare(model, data, config)
     record = {"epochs": epochs, "train_examples": data["train"][0].shape[0]}
     for _ in range(epochs):
         if not train_one_epoch(state, step_model, data["train"], config, augment, {"signal": None}, None):
