@@ -6,8 +6,8 @@ For each block length and seed, data.dev_split holds out 5,000 reviews as whole 
 reviews of each class, and two scikit-learn models are fitted on the rest: TF-IDF uni+bigrams with
 LogisticRegression(C=16), and NB-weighted binary uni-trigrams (features.py's "nb") with C=0.1. Each
 vectorizer is fitted once on all 25,000 training texts, a small leak of vocabulary that the product does
-not have, so that a row costs seconds. Compare the means with the withheld-test scores in hw3.md. About 7
-minutes for the defaults on 2 cores.
+not have, so that a row costs seconds. Compare the means with the withheld-test scores in hw3.md. The
+defaults took 6-7 minutes here on 2 cores shared with other jobs (not timed exactly).
 """
 import argparse
 import sys
