@@ -3,14 +3,15 @@ import torch
 import torch.nn.functional as F
 
 
-def batch_augment(x, gen, translate=2):
-    """Random horizontal flip and random translation by up to `translate` pixels of a [N, C, H, W] batch.
+def batch_augment(x, gen, translate=2, flip=0.5):
+    """Random horizontal flip (each image with probability `flip`) and random translation by up to
+    `translate` pixels of a [N, C, H, W] batch.
 
     The translation crops a zero-padded copy; zero is the mean pixel after normalization. `gen` (a
     torch.Generator on x's device) makes it reproducible."""
     n, c, h, w = x.shape
-    flip = torch.rand(n, device=x.device, generator=gen) < 0.5
-    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    mirrored = torch.rand(n, device=x.device, generator=gen) < flip
+    x = torch.where(mirrored[:, None, None, None], x.flip(-1), x)
     if translate == 0:
         return x
     padded = F.pad(x, (translate,) * 4)

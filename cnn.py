@@ -1,30 +1,76 @@
 """The CIFAR-10 CNN: airbench-style conv groups (conv - pool - batch norm - GELU - conv - batch norm - GELU).
 
-widths = [stem, group1, group2, ...]: a 3x3 stem at full resolution, then one group per further width, each
-halving the resolution; a global max pool and one linear layer classify. [32, 64, 128, 256] costs about
-0.17 GFLOP per 32x32 image forward.
+widths = [stem, group1, group2, ...]: a stem at full resolution, then one group per further width, each
+halving the resolution; a global max pool and one linear layer classify. [32, 64, 128, 256] with the 3x3
+stem costs about 0.17 GFLOP per 32x32 image forward.
+
+The airbench options (KellerJordan/cifar10-airbench, airbench94.py), each a config key; hw3.md measures them:
+- whiten: the stem is a 2x2 patch-whitening conv: fixed weights, the eigenvectors of the training images'
+  2x2-patch covariance scaled to unit variance, each with its negative (2 * 12 = 24 channels, so widths[0]
+  must be 24), and a trained bias (airbench freezes it after 3 epochs; here it trains throughout, which
+  keeps every parameter in use for DDP). Decorrelated inputs from the first step, at a fraction of a 3x3
+  stem's cost (no batch norm or 3x3 conv at full resolution).
+- bn_scale = false: batch norm scales fixed at 1, shifts trained. bn_momentum: torch's convention (weight of
+  the new batch in the running statistics).
+- dirac: each 3x3 conv starts as the identity on its first c_in output channels (the rest random).
+- logit_scale: the logits are multiplied by it (airbench: 1/9), which tempers the early updates.
 """
+import torch
 from torch import nn
 
+WHITEN_WIDTH = 2 * 3 * 2 * 2  # +-eigenvectors of 3-channel 2x2 patches
 
-def conv_bn(c_in, c_out):
-    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.GELU()]
+
+class Scale(nn.Module):
+    def __init__(self, factor):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x):
+        return x * self.factor
+
+
+def conv_bn(c_in, c_out, bn_scale=True, bn_momentum=0.1, dirac=False):
+    conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+    if dirac:
+        nn.init.dirac_(conv.weight.data[:c_in])
+    norm = nn.BatchNorm2d(c_out, momentum=bn_momentum)
+    norm.weight.requires_grad_(bn_scale)
+    return [conv, norm, nn.GELU()]
 
 
 class ConvGroup(nn.Sequential):
     """Pooling right after the first conv (as in airbench) runs the second conv at a quarter of the cost."""
 
-    def __init__(self, c_in, c_out):
-        conv1, norm1, act1 = conv_bn(c_in, c_out)
-        super().__init__(conv1, nn.MaxPool2d(2), norm1, act1, *conv_bn(c_out, c_out))
+    def __init__(self, c_in, c_out, **options):
+        conv1, norm1, act1 = conv_bn(c_in, c_out, **options)
+        super().__init__(conv1, nn.MaxPool2d(2), norm1, act1, *conv_bn(c_out, c_out, **options))
 
 
 class Net(nn.Sequential):
-    def __init__(self, widths, num_classes=10):
-        groups = [ConvGroup(a, b) for a, b in zip(widths[:-1], widths[1:])]
-        super().__init__(*conv_bn(3, widths[0]), *groups, nn.AdaptiveMaxPool2d(1), nn.Flatten(),
-                         nn.Linear(widths[-1], num_classes, bias=False))
+    def __init__(self, widths, num_classes=10, whiten=False, logit_scale=1.0, **options):
+        if whiten:
+            conv = nn.Conv2d(3, widths[0], 2, padding=0, bias=True)  # 32 -> 31 pixels
+            conv.weight.requires_grad_(False)  # set by init_whitening, then fixed
+            stem = [conv, nn.GELU()]
+        else:
+            stem = conv_bn(3, widths[0], **options)
+        groups = [ConvGroup(a, b, **options) for a, b in zip(widths[:-1], widths[1:])]
+        head = [nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(widths[-1], num_classes, bias=False)]
+        super().__init__(*stem, *groups, *head, *([Scale(logit_scale)] if logit_scale != 1 else []))
+
+
+@torch.no_grad()
+def init_whitening(net, images, eps=5e-4):
+    """Set the whitening stem of net from images [N, 3, H, W] (airbench uses 5,000 training images)."""
+    conv = net[0]
+    c, h, w = conv.weight.shape[1:]
+    patches = images.float().unfold(2, h, 1).unfold(3, w, 1).transpose(1, 3).reshape(-1, c * h * w)
+    eigenvalues, eigenvectors = torch.linalg.eigh(patches.T @ patches / len(patches))
+    scaled = (eigenvectors.T / torch.sqrt(eigenvalues + eps)[:, None]).reshape(-1, c, h, w)
+    conv.weight.copy_(torch.cat([scaled, -scaled]))
 
 
 def make_cnn(config, num_classes):
-    return Net(config["widths"], num_classes)
+    return Net(config["widths"], num_classes, config["whiten"], config["logit_scale"], bn_scale=config["bn_scale"],
+               bn_momentum=config["bn_momentum"], dirac=config["dirac"])

@@ -11,14 +11,12 @@ import torch
 import ranks
 from augment import batch_augment
 from checkpoint import changed_keys, saved_config
-from cnn import make_cnn
+from cnn import init_whitening, make_cnn
 from config import UserError
 from data import CLASS_NAMES, cap_train, dev_split, load_images, load_imdb, read_npz, resolve_data_dir
 from faults import in_run
-from features import FEATURE_KEYS, nb_weigh, text_features, to_torch
 from files import write_json, write_submission
 from folders import clear, hold, new_run_dir
-from logreg import fit_logreg
 from mlp import Interpolated, SentimentClassifier, initialize, make_activation
 from plots import plot_run
 from train import evaluate, fit, fit_fixed, join_rows, pick_device, plot_dev_predictions, refit
@@ -43,6 +41,9 @@ def channel_stats(x):
 
 
 def load_sentiment(config, data_dir, device):
+    # features.py and logreg.py load scikit-learn's text and linear models: imported where sentiment needs
+    # them, not at the top, so a vision run does not pay for them (start-up is part of every run's time)
+    from features import nb_weigh, text_features, to_torch
     raw = load_imdb(data_dir)
     texts, labels = raw["train"]
     tr, dv = dev_split(labels, config["dev_size"], block=config["dev_block"])
@@ -81,7 +82,10 @@ def load_vision(config, data_dir, device):
 
 def load_task(config, data_dir, device):
     data_dir = resolve_data_dir(data_dir)
-    keys = ("task", "dev_size", "max_train") + (("dev_block", *FEATURE_KEYS) if config["task"] == "sentiment" else ())
+    keys = ("task", "dev_size", "max_train")
+    if config["task"] == "sentiment":
+        from features import FEATURE_KEYS
+        keys += ("dev_block", *FEATURE_KEYS)
     key = (str(data_dir), str(device)) + tuple(str(config[k]) for k in keys)
     if key not in _loaded:
         _loaded.clear()  # keep one data set in memory at a time
@@ -105,12 +109,21 @@ def build_model(config, input_dim):
     return Interpolated(model, linear(), config["interpolate"]) if config["interpolate"] > 0 else model
 
 
+def init_from_data(model, config, data):
+    """What a fresh model takes from the training data rather than the seed: the CNN's whitening stem (from
+    5,000 training images, as airbench) and the NB logistic regression (fit_linear)."""
+    if config["model"] == "cnn" and config["whiten"]:
+        init_whitening(model, data["train"][0][:5000])
+    return fit_linear(model, config, data)  # whether there was one to fit
+
+
 def fit_linear(model, config, data):
     """Fit the NB logistic regression on the training part into a logreg model or an Interpolated's linear
     part (on --resume too: liblinear gives the same weights again, and last.pt holds them anyway). Returns
     whether there was one to fit."""
     if config["model"] != "logreg" and config["interpolate"] == 0:
         return False
+    from logreg import fit_logreg
     target = model if config["model"] == "logreg" else model.linear
     target.load_state_dict(fit_logreg(*data["train"], config["C"], config["seed"]).state_dict())
     return True
@@ -215,7 +228,7 @@ def run(config, data_dir=None, out_root="runs", resume=False, overwrite=False, f
         torch.manual_seed(config["seed"])  # the same seed gives the same initial weights
         model = place(build_model(config, data["meta"]["input_dim"]), config, device)
         extra = {"data_seconds": time.perf_counter() - start}
-        if fit_linear(model, config, data):
+        if init_from_data(model, config, data):  # true when a logistic regression was fitted
             extra["logreg_seconds"] = time.perf_counter() - start - extra["data_seconds"]
         if config["model"] == "logreg":
             metrics = fit_fixed(model, data, config, out_dir, extra)
@@ -233,7 +246,7 @@ def refit_run(config, data, out_dir, metrics):
     both = {**data, "train": tuple(join_rows(a, b) for a, b in zip(data["train"], data["dev"]))}
     torch.manual_seed(config["seed"])
     model = place(build_model(config, data["meta"]["input_dim"]), config, both["train"][0].device)
-    fit_linear(model, config, both)
+    init_from_data(model, config, both)
     epochs = 0 if config["model"] == "logreg" else metrics["best_epoch"]
     metrics = {**metrics, "refit": refit(model, both, config, epochs, out_dir, augment=make_augment(config))}
     metrics["seconds"] += metrics["refit"]["seconds"]
@@ -246,7 +259,7 @@ def make_augment(config):
     """augment(xb, generator) for the loop, or None: flips and shifts of whole image batches when configured."""
     if not config["augment"] or config["task"] == "sentiment":
         return None
-    return lambda xb, gen: batch_augment(xb, gen, config["translate"])
+    return lambda xb, gen: batch_augment(xb, gen, config["translate"], config["flip"])
 
 
 def load_checkpoint(run_dir):

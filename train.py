@@ -5,6 +5,7 @@ a batch is a slice of a shuffled index, so there is no DataLoader and no per-sam
 dense tensor or a sparse CSR matrix (TF-IDF rows); `take` selects rows of either.
 """
 import copy
+import importlib.metadata
 import math
 import platform
 import random
@@ -12,10 +13,9 @@ import sys
 import time
 
 import numpy as np
-import sklearn
 import torch
 import torch.nn.functional as F
-import torchvision
+from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
@@ -68,6 +68,11 @@ def join_rows(a, b):
 def make_optimizer(model, config, device):
     name, lr, wd, mom = config["optimizer"], config["lr"], config["weight_decay"], config["momentum"]
     params = [p for p in model.parameters() if p.requires_grad]
+    if config["bias_lr"] != 1:  # batch norm's parameters in a group of their own (one group otherwise, as before)
+        norms = {id(p) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) for p in m.parameters()}
+        params = [{"params": [p for p in params if id(p) not in norms]},
+                  {"params": [p for p in params if id(p) in norms], "lr": lr * config["bias_lr"],
+                   "weight_decay": wd / config["bias_lr"]}]
     if name in ("sgd", "momentum", "nesterov"):
         return torch.optim.SGD(params, lr=lr, momentum=0.0 if name == "sgd" else mom,
                                nesterov=name == "nesterov", weight_decay=wd)
@@ -84,7 +89,8 @@ def make_scheduler(optimizer, config, steps_per_epoch, epochs=None):
     total = (epochs or config["epochs"]) * steps_per_epoch
     name = config["scheduler"]
     if name == "onecycle":  # linear warmup then linear decay; momentum left as configured
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config["lr"], total_steps=total,
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],
+                                                   total_steps=total,
                                                    pct_start=config["warmup"], anneal_strategy="linear",
                                                    cycle_momentum=False, div_factor=10, final_div_factor=100)
     factor = {"constant": lambda s: 1.0,
@@ -123,6 +129,19 @@ def train_step(model, optimizer, scaler, criterion, xb, yb, amp):
     return logits, loss
 
 
+def tta_logits(model, xb, config):
+    """Logits of an image batch, averaged over test-time augmentations as airbench does: the mirror image
+    (as likely as the original), and with tta_shift copies shifted up-left and down-right, weighted half
+    and half against the unshifted view."""
+    views = lambda x: (model(x).float() + model(x.flip(-1)).float()) / 2 if config["tta_flip"] else model(x).float()
+    logits, s = views(xb), config["tta_shift"]
+    if not s:
+        return logits
+    up_left = F.pad(xb, (0, s, 0, s))[..., s:, s:]
+    down_right = F.pad(xb, (s, 0, s, 0))[..., :-s, :-s]
+    return logits / 2 + (views(up_left) + views(down_right)) / 4
+
+
 @torch.inference_mode()
 def evaluate(model, x, y, config, batch_size=2048):
     """(mean loss or None, accuracy or None, predicted classes) of model on x; eval mode, no autograd.
@@ -137,9 +156,7 @@ def evaluate(model, x, y, config, batch_size=2048):
         idx = rows[i:i + batch_size]
         xb = take(x, idx)
         with autocast(device, config["amp"]):
-            logits = model(xb).float()
-            if config["tta_flip"] and xb.dim() == 4:  # mirror images are as likely as the originals
-                logits = (logits + model(xb.flip(-1)).float()) / 2
+            logits = tta_logits(model, xb, config) if xb.dim() == 4 else model(xb).float()
         preds.append(logits.argmax(1))
         if y is not None:
             yb = y[idx]
@@ -153,8 +170,11 @@ def evaluate(model, x, y, config, batch_size=2048):
 
 
 def versions():
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "sklearn": sklearn.__version__, "numpy": np.__version__}
+    """Read from the installed packages' metadata: importing torchvision (for its version alone) took 1.2 s of
+    a 10-second Fashion run, most of it torch._dynamo."""
+    installed = {name: importlib.metadata.version(pkg) for name, pkg in
+                 (("torchvision", "torchvision"), ("sklearn", "scikit-learn"))}
+    return {"python": platform.python_version(), "torch": torch.__version__, **installed, "numpy": np.__version__}
 
 
 def say(text, err=False):
@@ -177,6 +197,7 @@ class TrainState:
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == torch.float16)  # fp16 needs it
         self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config["ema"]), use_buffers=True) \
             if config["ema"] > 0 else None
+        self.lookahead = [t.detach().clone() for t in float_tensors(model)] if config["lookahead"] else None
         self.gen = torch.Generator(device=device).manual_seed(config["seed"] + ranks.rank())  # augmentation
         self.epoch, self.step, self.sums, self.history, self.diverged = 1, 0, None, [], None
         self.best = {"dev_acc": -1.0, "epoch": None, "state": None, "preds": None}
@@ -195,7 +216,7 @@ class TrainState:
                 "history": self.history,
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                "ema": None if self.ema is None else self.ema.state_dict(), "rng": rngs,
+                "ema": None if self.ema is None else self.ema.state_dict(), "lookahead": self.lookahead, "rng": rngs,
                 "best": {k: self.best[k] for k in ("dev_acc", "epoch", "preds")}})
 
     def load(self, path, state=None):
@@ -207,6 +228,9 @@ class TrainState:
         self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
+        if self.lookahead is not None:
+            for avg, saved in zip(self.lookahead, state["lookahead"]):
+                avg.copy_(saved)
         self.epoch, self.step, self.history = state["epoch"], state["step"], state["history"]
         if state["sums"] is not None:  # rank 0 carries the saved sums, the others start from zero
             sums = torch.stack([torch.as_tensor(s).float() for s in state["sums"]]).to(self.device)
@@ -222,6 +246,26 @@ class TrainState:
             seed = self.config["seed"] * 100_003 + ranks.rank() * 1009 + self.epoch
             seed_everything(seed)
             self.gen.manual_seed(seed)
+
+
+def float_tensors(model):
+    """The model's floating-point parameters and buffers (batch norm's running statistics), as airbench's
+    lookahead averages them: views that share the model's storage."""
+    return [t for t in model.state_dict().values() if t.is_floating_point()]
+
+
+@torch.no_grad()
+def lookahead_step(state, steps_per_epoch):
+    """airbench's lookahead, after every 5th step: average <- decay * average + (1 - decay) * weights, then
+    weights <- average, with decay = 0.95^5 * progress^3 (no averaging early, heavy at the end); after the
+    last planned step the weights become the average."""
+    done, total = (state.epoch - 1) * steps_per_epoch + state.step, state.epochs * steps_per_epoch
+    if done % 5 and done < total:
+        return
+    decay = 1.0 if done >= total else 0.95 ** 5 * (done / total) ** 3
+    for avg, t in zip(state.lookahead, float_tensors(state.model)):
+        avg.lerp_(t, 1 - decay)
+        t.copy_(avg)
 
 
 def train_one_epoch(state, step_model, train, config, augment, stop, last_path):
@@ -257,6 +301,8 @@ def train_one_epoch(state, step_model, train, config, augment, stop, last_path):
             state.ema.update_parameters(state.model)
         state.sums += torch.stack([loss.detach() * share, (logits.argmax(1) == yb).sum()])
         state.step = i + 1
+        if state.lookahead is not None:
+            lookahead_step(state, steps)
         # every 20 steps (and at once on a signal in one process) the ranks agree on stopping and divergence:
         # one all_reduce of two numbers, 0.35-1 ms under gloo here, too dear every step (see README, Scaling out)
         if stop["signal"] and world == 1 or i % 20 == 19 or i == steps - 1:

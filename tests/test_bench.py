@@ -15,6 +15,11 @@ def test_quick_bench_writes_json_and_markdown_with_every_system(imdb_dir, fashio
     systems = [(r["task"], r["system"].split(" (")[0].split(",")[0]) for r in result["rows"]]
     assert ("fashion_mlp", "toolkit") in systems and ("fashion_mlp", "textbook loop") in systems
     assert ("fashion_mlp", "sklearn MLPClassifier") in systems
+    whole = {r["system"].split(":")[0]: r for r in result["rows"] if r["task"] == "fashion_whole"}
+    assert set(whole) == {"toolkit", "textbook loop (batch 64)", "sklearn MLPClassifier (batch 200)"}
+    assert all(r["seconds"] > 0 and 0 <= r["accuracy"] <= 1 for r in whole.values())
+    assert {(c["task"], c["target_speedup"]) for c in result["speedups"]} == {
+        ("fashion_mlp", 3.0), ("fashion_mlp", 2.0), ("fashion_whole", 2.5), ("fashion_whole", 2.0)}
     assert ("sentiment_features", "cold") in systems and ("sentiment_features", "cached") in systems
     cnn = [r for r in result["rows"] if r["task"] == "cifar10_cnn"]
     assert cnn and all(r["achieved_gflops"] > 0 and r["samples_per_s"] > 0 for r in cnn)
@@ -37,6 +42,17 @@ def test_speed_targets_need_both_the_speedup_and_equal_or_better_accuracy():
                    ("toolkit (fast, less accurate)", "sklearn MLPClassifier"): False,  # more accurate, 1.9x
                    ("toolkit (fast, as accurate)", "textbook loop"): True,
                    ("toolkit (fast, as accurate)", "sklearn MLPClassifier"): False}
+
+
+def test_whole_process_targets_compare_seconds_start_to_finish():
+    from bench import speedups
+
+    def whole(system, seconds, accuracy):
+        return {"task": "fashion_whole", "system": system, "seconds": seconds, "accuracy": accuracy}
+    rows = [whole("toolkit: main.py run", 10.0, 0.89), whole("textbook loop: peers", 25.0, 0.889),
+            whole("sklearn MLPClassifier: peers", 19.0, 0.88)]
+    found = {c["baseline"]: (round(c["speedup"], 2), c["met"]) for c in speedups(rows)}
+    assert found == {"textbook loop: peers": (2.5, True), "sklearn MLPClassifier: peers": (1.9, False)}
 
 
 def test_quick_bench_on_a_cpu_without_native_bf16_skips_bf16_and_says_so(imdb_dir, fashion_dir, cifar_dir, tmp_path):

@@ -28,6 +28,16 @@ def test_ints_are_accepted_where_floats_are_expected():
     assert load_config(None, ["lr=1"])["lr"] == 1.0
 
 
+def test_a_run_shorter_than_reg_epochs_gets_its_regularisation_scaled_down(tmp_path):
+    path = write(tmp_path, "reg_epochs = 30\nepochs = 30\ndropout = 0.3\nlabel_smoothing = 0.1\nweight_decay = 1e-4\n")
+    full = load_config(path)
+    assert (full["dropout"], full["label_smoothing"], full["weight_decay"], full["flip"]) == (0.3, 0.1, 1e-4, 0.5)
+    short = load_config(path, ["epochs=10"])
+    assert short["dropout"] == pytest.approx(0.1) and short["label_smoothing"] == pytest.approx(0.1 / 3)
+    assert short["weight_decay"] == pytest.approx(1e-4 / 3) and short["flip"] == pytest.approx(0.5 / 3)
+    assert load_config(path, ["epochs=60"])["dropout"] == 0.3  # longer runs keep the values as given
+
+
 def test_every_shipped_config_is_valid():
     for path in sorted((ROOT / "configs").glob("*.toml")):
         load_config(path)

@@ -17,6 +17,7 @@ def test_dev_split_is_stratified_even_when_the_file_is_sorted_by_label():
     train, dev = dev_split(labels, 100)
     assert len(dev) == 100 and len(train) == 900 and not set(train) & set(dev)
     assert labels[dev].sum() == 50
+    assert (np.diff(dev) > 1).any()  # drawn at random, not the first rows of each class
 
 
 def test_dev_split_is_the_same_every_time():
@@ -106,7 +107,7 @@ def test_block_dev_split_holds_out_whole_blocks_of_consecutive_examples_of_each_
         assert (runs_of(rows) % 50 == 0).all()  # ...and every run of held-out rows is whole blocks
 
 
-def test_block_dev_split_is_seeded_and_block_1_is_a_random_stratified_split():
+def test_block_dev_split_is_seeded_and_block_1_is_the_default_random_split():
     labels = np.array([0] * 300 + [1] * 100)
     a, b = dev_split(labels, 40, block=10), dev_split(labels, 40, block=10)
     assert (a[1] == b[1]).all() and not (a[1] == dev_split(labels, 40, seed=1, block=10)[1]).all()

@@ -80,6 +80,13 @@ def test_translation_moves_an_image_by_at_most_the_given_pixels():
     assert len(set(zip(rows.tolist(), cols.tolist()))) > 5
 
 
+def test_flip_sets_the_share_of_mirrored_images():
+    x = torch.arange(2.0).repeat(1000, 1, 1, 1)  # [1000, 1, 1, 2] rows (0, 1); mirrored rows are (1, 0)
+    for flip in (0.0, 0.2, 1.0):
+        out = batch_augment(x, torch.Generator().manual_seed(0), translate=0, flip=flip)
+        assert abs((out[:, 0, 0, 0] == 1).float().mean().item() - flip) < 0.04
+
+
 def test_cnn_maps_a_batch_of_images_to_class_scores():
     assert Net([8, 16, 32]).eval()(torch.randn(5, 3, 32, 32)).shape == (5, 10)
 

@@ -1,0 +1,100 @@
+"""The airbench options of the CIFAR-10 CNN (cnn.py, config keys whiten ... lookahead, tta_shift)."""
+import pytest
+import torch
+
+from cnn import Net, init_whitening
+from config import UserError, load_config
+import train
+from experiment import run
+from test_resume import signal_at_call, without_seconds
+from train import TrainState, lookahead_step, make_optimizer, tta_logits
+
+
+def settings(**changes):
+    base = dict(task="cifar10", model="cnn", widths=[24, 8, 16], whiten=True, dev_size=50, epochs=2, batch_size=50,
+                lr=0.05, optimizer="nesterov", scheduler="onecycle", augment=True, device="cpu", name="cnn")
+    return [f"{k}={v!r}" for k, v in {**base, **changes}.items()]
+
+
+def test_the_whitening_stem_decorrelates_2x2_patches_to_unit_variance():
+    torch.manual_seed(0)
+    images = torch.randn(300, 3, 8, 8) @ torch.randn(8, 8)  # neighbouring pixels correlated
+    net = Net([24, 8], whiten=True)
+    init_whitening(net, images)
+    out = net[0](images) - net[0].bias[:, None, None]
+    first_half = out[:, :12].permute(0, 2, 3, 1).reshape(-1, 12)  # the other 12 channels are their negatives
+    covariance = first_half.T @ first_half / len(first_half)
+    assert torch.allclose(covariance, torch.eye(12), atol=1e-3)
+    assert torch.allclose(out[:, 12:], -out[:, :12], atol=1e-5)
+    assert not net[0].weight.requires_grad
+
+
+def test_whiten_needs_a_24_channel_stem(tmp_path):
+    with pytest.raises(UserError, match=r"whiten = true needs widths\[0\] = 24.*\[32, 64\]"):
+        load_config(None, settings(widths=[32, 64]))
+
+
+def test_frozen_bn_scales_dirac_convs_and_logit_scale():
+    net = Net([24, 8, 16], whiten=True, logit_scale=1 / 9, bn_scale=False, dirac=True)
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(not m.weight.requires_grad and m.bias.requires_grad for m in norms)
+    conv = net[2][0]  # the first group's first conv: 24 -> 8 channels
+    assert torch.equal(conv.weight[:, :, 1, 1][:, :8], torch.eye(8))  # identity on the first 8 input channels
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(net(x), torch.nn.Sequential(*list(net)[:-1])(x) / 9)
+
+
+def test_bias_lr_gives_batch_norm_its_own_lr_and_the_same_decay_per_step():
+    net = Net([24, 8], whiten=True, bn_scale=False)
+    config = load_config(None, settings(bias_lr=64.0, weight_decay=1e-3, lr=0.5))
+    rest, norms = make_optimizer(net, config, torch.device("cpu")).param_groups
+    assert len(norms["params"]) == 2 and norms["lr"] == 32.0 and norms["weight_decay"] == pytest.approx(1e-3 / 64)
+    assert rest["lr"] * rest["weight_decay"] == pytest.approx(norms["lr"] * norms["weight_decay"])
+
+
+def test_lookahead_pulls_the_weights_towards_their_average_and_ends_on_it():
+    torch.manual_seed(0)
+    net = torch.nn.Linear(2, 1)
+    config = load_config(None, settings(lookahead=True, epochs=1))
+    state = TrainState(net, config, steps_per_epoch=10, device=torch.device("cpu"))
+    start = net.weight.detach().clone()
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    state.step = 4
+    lookahead_step(state, 10)  # not a 5th step: nothing happens
+    assert torch.equal(net.weight, start + 1)
+    state.step = 5
+    lookahead_step(state, 10)  # decay 0.95^5 * 0.5^3 = 0.097: mostly the new weights
+    decay = 0.95 ** 5 * 0.5 ** 3
+    assert torch.allclose(net.weight, decay * start + (1 - decay) * (start + 1))
+    moved = net.weight.detach().clone()
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    state.step = 10
+    lookahead_step(state, 10)  # the last step: the weights become the average
+    assert torch.allclose(net.weight, moved) and torch.equal(state.lookahead[0], net.weight)
+
+
+def test_shift_tta_averages_shifted_views_half_and_half_with_the_unshifted_one():
+    calls = []
+    model = lambda x: calls.append(x) or x.mean((2, 3))
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
+    out = tta_logits(model, x, {"tta_flip": False, "tta_shift": 1})
+    up_left, down_right = calls[1], calls[2]
+    assert torch.equal(up_left[..., :3, :3], x[..., 1:, 1:]) and torch.equal(down_right[..., 1:, 1:], x[..., :3, :3])
+    assert torch.allclose(out, x.mean((2, 3)) / 2 + (up_left.mean((2, 3)) + down_right.mean((2, 3))) / 4)
+
+
+def test_the_airbench_recipe_trains_and_an_interrupted_run_resumes_exactly(cifar_dir, tmp_path, monkeypatch):
+    config = load_config(None, settings(bn_scale=False, dirac=True, logit_scale=1 / 9, bias_lr=64.0, lookahead=True,
+                                        tta_flip=True, tta_shift=1, bn_momentum=0.4, label_smoothing=0.2, epochs=3))
+    whole = run(config, cifar_dir, tmp_path / "whole")
+    losses = [h["train_loss"] for h in whole["history"]]
+    assert losses[-1] < losses[0]
+    signal_at_call(monkeypatch, 6)  # in epoch 2, after the lookahead's first averaging steps
+    with pytest.raises(train.Interrupted):
+        run(config, cifar_dir, tmp_path / "split")
+    monkeypatch.undo()
+    resumed = run(config, cifar_dir, tmp_path / "split", resume=True)
+    assert without_seconds(resumed) == without_seconds(whole)
+    assert (tmp_path / "split/cnn/submission.csv").read_text() == (tmp_path / "whole/cnn/submission.csv").read_text()

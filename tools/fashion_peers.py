@@ -1,0 +1,97 @@
+"""The two usual alternatives to `main.py run configs/fashion_mlp.toml`, as whole processes, for `main.py bench`.
+
+    python tools/fashion_peers.py textbook|sklearn [--data-dir DIR] [--out DIR] [--hidden 256 128] [--epochs 10]
+                                  [--dev-size 5000]
+
+Each is what a student would write: load the npz files, scale pixels to [0, 1], train the same
+784-256-128-10 ReLU MLP with Adam lr 1e-3 for the same epochs on the same 55,000-image training part (the
+toolkit's dev split, data.dev_split), then write OUT/submission.csv for the test images and OUT/metrics.json
+(dev accuracy, seconds inside the process).
+- textbook: the homework skeleton's loop, a DataLoader shuffling a TensorDataset in batches of 64, loss.item()
+  and the batch's accuracy read back every step.
+- sklearn: MLPClassifier with its defaults (batch 200), no L2, no early stop.
+Timed start to finish by bench.py (python start-up and imports included), as the toolkit's run is.
+"""
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from data import dev_split, resolve_data_dir  # noqa: E402
+
+
+def load(data_dir, dev_size):
+    folder = resolve_data_dir(data_dir) / "fashion_mnist"
+    train = np.load(folder / "train.npz")
+    test = folder / "test.npz" if (folder / "test.npz").is_file() else folder / "test_images.npz"
+    x, y = train["x"].reshape(len(train["x"]), -1) / np.float32(255), train["y"].astype(np.int64)
+    tr, dv = dev_split(y, dev_size)
+    return (x[tr], y[tr]), (x[dv], y[dv]), np.load(test)["x"].reshape(-1, 784) / np.float32(255)
+
+
+def textbook(train, dev, test, hidden, epochs):
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+    torch.manual_seed(0)
+    sizes = [784, *hidden]
+    layers = [m for a, b in zip(sizes[:-1], sizes[1:]) for m in (nn.Linear(a, b), nn.ReLU())]
+    model = nn.Sequential(*layers, nn.Linear(sizes[-1], 10))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loader = DataLoader(TensorDataset(*map(torch.from_numpy, train)), batch_size=64, shuffle=True)
+    for epoch in range(epochs):
+        model.train()
+        losses, accs = [], []
+        for xb, yb in loader:
+            logits = model(xb)
+            loss = nn.functional.cross_entropy(logits, yb)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            accs += (logits.argmax(1) == yb).float().tolist()
+        print(f"epoch {epoch + 1}: train loss {np.mean(losses):.4f} acc {np.mean(accs):.4f}", flush=True)
+    model.eval()
+    with torch.no_grad():
+        predict = lambda x: model(torch.from_numpy(x)).argmax(1).numpy()
+        return (predict(dev[0]) == dev[1]).mean(), predict(test)
+
+
+def sklearn(train, dev, test, hidden, epochs):
+    import warnings
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+    clf = MLPClassifier(hidden_layer_sizes=hidden, max_iter=epochs, random_state=0, alpha=0.0,
+                        n_iter_no_change=epochs + 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # max_iter = epochs is the point here
+        clf.fit(*train)
+    return clf.score(*dev), clf.predict(test)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("system", choices=["textbook", "sklearn"])
+    parser.add_argument("--data-dir")
+    parser.add_argument("--out", default=".")
+    parser.add_argument("--hidden", type=int, nargs="+", default=[256, 128])
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--dev-size", type=int, default=5000)
+    args = parser.parse_args()
+    start = time.perf_counter()
+    train, dev, test = load(args.data_dir, args.dev_size)
+    acc, preds = {"textbook": textbook, "sklearn": sklearn}[args.system](train, dev, test, args.hidden, args.epochs)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "submission.csv").write_text("Id,Category\n" + "".join(f"{i},{c}\n" for i, c in enumerate(preds, 1)))
+    seconds = time.perf_counter() - start
+    (out / "metrics.json").write_text(json.dumps({"system": args.system, "dev_acc": float(acc), "seconds": seconds}))
+    print(f"{args.system}: dev accuracy {acc:.4f}, {seconds:.1f}s in the process; wrote {out}/submission.csv")
+
+
+if __name__ == "__main__":
+    main()
