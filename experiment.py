@@ -18,7 +18,6 @@ from faults import in_run
 from files import write_json, write_submission
 from folders import clear, hold, new_run_dir
 from mlp import Interpolated, SentimentClassifier, initialize, make_activation
-from plots import plot_run
 from train import evaluate, fit, fit_fixed, join_rows, pick_device, plot_dev_predictions, refit
 
 _loaded = {}  # a sweep loads and featurizes once; later configs with the same data settings reuse it
@@ -292,6 +291,7 @@ def predict(run_dir, images, out):
 
 def redraw_run(run_dir, data_dir=None):
     """Redraw a run's curves from metrics.json and its dev confusion matrix (and image grid) from model.pt."""
+    from plots import plot_run
     run_dir = Path(run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     plot_run(metrics["history"], run_dir, metrics["name"])

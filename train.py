@@ -24,7 +24,6 @@ from checkpoint import Interrupted, config_hash, load_state, rng_states, save_be
     stop_requests
 from config import UserError
 from files import write_json, write_submission
-from plots import plot_confusion, plot_image_grid, plot_run
 from progress import progress_bar
 
 
@@ -426,7 +425,8 @@ def finish(state, data, config, out_dir, start, extra=None):
         x_test, y_test = data["test"]
         _, test_acc, preds = evaluate(state.eval_model, x_test, y_test, config)
         if ranks.is_main():
-            plot_dev_predictions(*data["dev"], best["preds"], data["meta"], out_dir)
+            if config["plots"]:
+                plot_dev_predictions(*data["dev"], best["preds"], data["meta"], out_dir)
             if y_test is None:
                 write_submission(out_dir / "submission.csv", preds.tolist())
     metrics = {"name": config["name"], "config": config, "config_hash": config_hash(config), "seed": config["seed"],
@@ -439,7 +439,8 @@ def finish(state, data, config, out_dir, start, extra=None):
                "seconds": time.perf_counter() - start, **data["meta"], **(extra or {})}
     if ranks.is_main():
         write_json(out_dir / "metrics.json", metrics)
-        if state.history:
+        if state.history and config["plots"]:
+            from plots import plot_run  # matplotlib: imported only when drawing (0.5 s)
             plot_run(state.history, out_dir, config["name"])
         (out_dir / "last.pt").unlink(missing_ok=True)  # finished: nothing to resume (up to 1 GB for sentiment)
     ranks.barrier()  # every rank returns once the files exist (a sweep's summary reads them)
@@ -472,6 +473,7 @@ def refit(model, data, config, epochs, out_dir, augment=None):
 
 def plot_dev_predictions(x_dev, y_dev, preds, meta, out_dir):
     """Confusion matrix of the best model on dev, and for images a grid of the first 32 with mistakes marked."""
+    from plots import plot_confusion, plot_image_grid
     y_dev = y_dev.cpu().numpy()
     plot_confusion(y_dev, preds.numpy(), meta["classes"], out_dir / "confusion.png")
     if x_dev.dim() == 4:

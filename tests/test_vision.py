@@ -152,6 +152,15 @@ def test_a_runs_plots_can_be_redrawn_from_its_metrics_and_checkpoint(fashion_dir
     assert all((tmp_path / "fashion" / n).is_file() for n in ("loss.png", "confusion.png", "predictions.png"))
 
 
+def test_plots_false_draws_no_figures_and_main_py_plot_draws_them_later(fashion_dir, tmp_path):
+    figures = ("loss.png", "accuracy.png", "confusion.png", "predictions.png")
+    run(fashion_config(plots=False), fashion_dir, tmp_path)
+    assert (tmp_path / "fashion" / "submission.csv").is_file()
+    assert not any((tmp_path / "fashion" / n).exists() for n in figures)
+    assert main(["plot", str(tmp_path / "fashion"), "--data-dir", str(fashion_dir)]) == 0
+    assert all((tmp_path / "fashion" / n).is_file() for n in figures)
+
+
 def test_normalization_statistics_are_exact_on_large_image_sets():
     from experiment import channel_stats
     x = np.full((7000, 32, 32, 3), 200, np.uint8)  # 7.2M values per channel: float32 sums drift here
