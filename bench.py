@@ -307,7 +307,7 @@ def markdown(result):
     for c in result["speedups"]:
         what = "as fast start to finish" if c["task"] == "fashion_whole" else "the samples/s"
         lines.append(f"- {c['toolkit']} vs {c['baseline']}: {c['speedup']:.2f}x {what}, accuracy "
-                     f"{100 * c['accuracy_delta']:+.2f} points; target {c['target_speedup']:.0f}x at equal or "
+                     f"{100 * c['accuracy_delta']:+.2f} points; target {c['target_speedup']:g}x at equal or "
                      f"better accuracy: {'met' if c['met'] else 'missed'}")
     for precision, p in result["fashion_profile"].items():
         ceiling = result["matmul_gflops" if precision == "fp32" else "matmul_bf16_gflops"]
