@@ -8,8 +8,8 @@ The airbench options (KellerJordan/cifar10-airbench, airbench94.py), each a conf
 - whiten: the stem is a 2x2 patch-whitening conv: fixed weights, the eigenvectors of the training images'
   2x2-patch covariance scaled to unit variance, each with its negative (2 * 12 = 24 channels, so widths[0]
   must be 24), and a trained bias (airbench freezes it after 3 epochs; here it trains throughout, which
-  keeps every parameter in use for DDP). Decorrelated inputs from the first step, at a fraction of a 3x3
-  stem's cost (no batch norm or 3x3 conv at full resolution).
+  keeps every parameter in use for DDP). Decorrelated inputs from the first step; as fast as a 3x3 stem
+  in bf16 here, 10% faster in fp32.
 - bn_scale = false: batch norm scales fixed at 1, shifts trained. bn_momentum: torch's convention (weight of
   the new batch in the running statistics).
 - dirac: each 3x3 conv starts as the identity on its first c_in output channels (the rest random).

@@ -137,12 +137,12 @@ def test_join_rows_stacks_sparse_and_dense_matrices_alike():
 
 
 def test_ctrl_c_outside_training_ends_with_one_line_and_exit_130(imdb_dir, tmp_path, monkeypatch, capsys):
-    import experiment
+    import features
     from main import main
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr(experiment, "text_features", interrupted)  # Ctrl-C while featurizing
+    monkeypatch.setattr(features, "text_features", interrupted)  # Ctrl-C while featurizing
     (tmp_path / "c.toml").write_text('dev_size = 100\nmin_df = 1\ndevice = "cpu"\n')
     assert main(["run", str(tmp_path / "c.toml"), "--data-dir", str(imdb_dir), "--out", str(tmp_path / "runs")]) == 130
     err = capsys.readouterr().err.strip().splitlines()

@@ -1,0 +1,52 @@
+"""Training images/s of the CIFAR-10 CNN variants in hw3.md's throughput table: 8 of the loop's train_step calls
+(batch 512, augmentation included) after 2 warm-up steps, on random images.
+
+    python tools/cnn_speed.py [--amp]          # --amp: bf16 autocast where the CPU has native bf16
+    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python tools/cnn_speed.py   # a CPU without AVX-512
+"""
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from config import load_config  # noqa: E402
+from experiment import build_model, init_from_data, make_augment, place  # noqa: E402
+from train import amp_dtype, make_optimizer, train_step  # noqa: E402
+
+VARIANTS = {"final": [], "final with a 3x3 stem of 24 channels": ["whiten=false"],
+            "proxy width [24, 32, 64, 128]": ["widths=[24, 32, 64, 128]"],
+            "former config (3x3 stem, [32, 64, 128, 256])": ["whiten=false", "widths=[32, 64, 128, 256]"]}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--amp", action="store_true")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    x, y = torch.randn(2048, 3, 32, 32), torch.randint(0, 10, (2048,))
+    cpu = torch.device("cpu")
+    for name, sets in VARIANTS.items():
+        config = load_config(Path(__file__).resolve().parents[1] / "configs" / "cifar10_cnn.toml",
+                             sets + [f"amp={args.amp}", "device='cpu'"])
+        model = place(build_model(config, 3072), config, cpu).train()
+        init_from_data(model, config, {"train": (x, y)})
+        optimizer, scaler = make_optimizer(model, config, cpu), torch.amp.GradScaler("cpu", enabled=False)
+        augment, gen = make_augment(config), torch.Generator().manual_seed(0)
+        criterion = torch.nn.CrossEntropyLoss(label_smoothing=config["label_smoothing"])
+
+        def step(i):
+            idx = torch.arange(i * 512, (i + 1) * 512) % len(y)
+            train_step(model, optimizer, scaler, criterion, augment(x[idx], gen), y[idx], config["amp"])
+        step(0), step(1)
+        start = time.perf_counter()
+        for i in range(8):
+            step(i)
+        precision = "bf16" if amp_dtype(cpu, args.amp) else "fp32"
+        print(f"{precision} {name}: {512 * 8 / (time.perf_counter() - start):,.0f} images/s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
