@@ -18,7 +18,8 @@ from train import amp_dtype, make_optimizer, train_step  # noqa: E402
 
 VARIANTS = {"final": [], "final with a 3x3 stem of 24 channels": ["whiten=false"],
             "proxy width [24, 32, 64, 128]": ["widths=[24, 32, 64, 128]"],
-            "former config (3x3 stem, [32, 64, 128, 256])": ["whiten=false", "widths=[32, 64, 128, 256]"]}
+            "former config (3x3 stem, [32, 64, 128, 256])": ["whiten=false", "widths=[32, 64, 128, 256]"],
+            "airbench94's widths [24, 64, 256, 256]": ["widths=[24, 64, 256, 256]"]}
 
 
 def main():
