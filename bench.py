@@ -29,7 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import experiment
 from config import load_config
 from data import ROOT, resolve_data_dir
-from experiment import build_model, load_task, make_augment, place, run
+from experiment import build_model, init_from_data, load_task, make_augment, place, run
 from files import write_json, write_text
 from train import amp_dtype, make_optimizer, train_step
 
@@ -188,10 +188,12 @@ def bench_sentiment(data_dir, rows, sets):
 
 def make_step(config, data):
     """step(i): the loop's training step (train.train_step, augmentation included where configured) on batch
-    i, on a fresh model; for timing steps without epochs, evaluation or files around them."""
+    i, on a fresh model set up as a run sets it up (whitening stem included); for timing steps without
+    epochs, evaluation or files around them."""
     x, y = data["train"]
     torch.manual_seed(0)
     model = place(build_model(config, data["meta"]["input_dim"]), config, torch.device("cpu")).train()
+    init_from_data(model, config, data)
     optimizer = make_optimizer(model, config, torch.device("cpu"))
     scaler = torch.amp.GradScaler("cpu", enabled=False)  # loss scaling is for fp16 on GPUs only
     criterion = nn.CrossEntropyLoss(label_smoothing=config["label_smoothing"])

@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench import make_step  # noqa: E402
 from config import load_config  # noqa: E402
-from experiment import build_model, init_from_data, make_augment, place  # noqa: E402
-from train import amp_dtype, make_optimizer, train_step  # noqa: E402
+from train import amp_dtype  # noqa: E402
 
 VARIANTS = {"final": [], "final with a 3x3 stem of 24 channels": ["whiten=false"],
             "proxy width [24, 32, 64, 128]": ["widths=[24, 32, 64, 128]"],
@@ -28,24 +28,15 @@ def main():
     args = parser.parse_args()
     torch.manual_seed(0)
     x, y = torch.randn(2048, 3, 32, 32), torch.randint(0, 10, (2048,))
-    cpu = torch.device("cpu")
     for name, sets in VARIANTS.items():
         config = load_config(Path(__file__).resolve().parents[1] / "configs" / "cifar10_cnn.toml",
                              sets + [f"amp={args.amp}", "device='cpu'"])
-        model = place(build_model(config, 3072), config, cpu).train()
-        init_from_data(model, config, {"train": (x, y)})
-        optimizer, scaler = make_optimizer(model, config, cpu), torch.amp.GradScaler("cpu", enabled=False)
-        augment, gen = make_augment(config), torch.Generator().manual_seed(0)
-        criterion = torch.nn.CrossEntropyLoss(label_smoothing=config["label_smoothing"])
-
-        def step(i):
-            idx = torch.arange(i * 512, (i + 1) * 512) % len(y)
-            train_step(model, optimizer, scaler, criterion, augment(x[idx], gen), y[idx], config["amp"])
+        step = make_step(config, {"train": (x, y), "meta": {"input_dim": 3072}})  # what main.py bench times
         step(0), step(1)
         start = time.perf_counter()
         for i in range(8):
             step(i)
-        precision = "bf16" if amp_dtype(cpu, args.amp) else "fp32"
+        precision = "bf16" if amp_dtype(torch.device("cpu"), args.amp) else "fp32"
         print(f"{precision} {name}: {512 * 8 / (time.perf_counter() - start):,.0f} images/s", flush=True)
 
 

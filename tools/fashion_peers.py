@@ -13,7 +13,6 @@ toolkit's dev split, data.dev_split), then write OUT/submission.csv for the test
 Timed start to finish by bench.py (python start-up and imports included), as the toolkit's run is.
 """
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from data import dev_split, resolve_data_dir  # noqa: E402
+from files import write_json, write_submission  # noqa: E402
 
 
 def load(data_dir, dev_size):
@@ -86,10 +86,9 @@ def main():
     train, dev, test = load(args.data_dir, args.dev_size)
     acc, preds = {"textbook": textbook, "sklearn": sklearn}[args.system](train, dev, test, args.hidden, args.epochs)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "submission.csv").write_text("Id,Category\n" + "".join(f"{i},{c}\n" for i, c in enumerate(preds, 1)))
+    write_submission(out / "submission.csv", preds.tolist())
     seconds = time.perf_counter() - start
-    (out / "metrics.json").write_text(json.dumps({"system": args.system, "dev_acc": float(acc), "seconds": seconds}))
+    write_json(out / "metrics.json", {"system": args.system, "dev_acc": float(acc), "seconds": seconds})
     print(f"{args.system}: dev accuracy {acc:.4f}, {seconds:.1f}s in the process; wrote {out}/submission.csv")
 
 
