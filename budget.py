@@ -59,14 +59,21 @@ def measure_eval(model, data, config, batches=2, batch_size=2048):
 
 def plan(model, data, config, started, augment=None):
     """{"budget_minutes", "samples_per_s", "step_s", "eval_s", "epochs", "planned_steps"} for a run that began
-    at time.perf_counter() == started. At least one epoch, at most config["epochs"]. Under torchrun every rank
-    measures and the slowest rank's figures make the one plan (the all-reduce of gradients is not timed)."""
+    at time.perf_counter() == started. The plan counts steps, not whole epochs: the last epoch may stop part
+    way (whole epochs left a quarter of a 12-minute budget unused when one epoch took 4 minutes), and each
+    epoch, the last included, ends with a dev evaluation. At least one step, at most config["epochs"] epochs.
+    Under torchrun every rank measures and the slowest rank's figures make the one plan (the all-reduce of
+    gradients is not timed)."""
     step_s, eval_s, spent = ranks.max_all([measure_step(model, data, config, augment),
                                            measure_eval(model, data, config), time.perf_counter() - started])
     steps_per_epoch = math.ceil(data["train"][0].shape[0] / config["batch_size"])
     budget_s = config["budget_minutes"] * 60
     left = budget_s * (1 - MARGIN) - spent - FINAL_EVALS * eval_s
-    epoch_s = steps_per_epoch * step_s + eval_s
-    epochs = max(1, min(config["epochs"], int(left // epoch_s)))
+    steps = 1
+    for epochs in range(1, config["epochs"] + 1):  # the steps that fit beside `epochs` dev evaluations
+        fit = int((left - epochs * eval_s) // step_s)
+        if fit <= (epochs - 1) * steps_per_epoch:  # not even one step of this epoch fits
+            break
+        steps = min(fit, epochs * steps_per_epoch)
     return {"budget_minutes": config["budget_minutes"], "samples_per_s": config["batch_size"] / step_s,
-            "step_s": step_s, "eval_s": eval_s, "epochs": epochs, "planned_steps": epochs * steps_per_epoch}
+            "step_s": step_s, "eval_s": eval_s, "epochs": math.ceil(steps / steps_per_epoch), "planned_steps": steps}

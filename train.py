@@ -82,10 +82,10 @@ def make_optimizer(model, config, device):
     return cls(params, lr=lr, betas=(mom, 0.999), weight_decay=wd, fused=fused)
 
 
-def make_scheduler(optimizer, config, steps_per_epoch, epochs=None):
-    """Learning-rate multiplier updated every step, so short runs get a smooth schedule over `epochs` (default
-    the config's; a time budget's plan may set fewer)."""
-    total = (epochs or config["epochs"]) * steps_per_epoch
+def make_scheduler(optimizer, config, steps_per_epoch, total=None):
+    """Learning-rate multiplier updated every step, so short runs get a smooth schedule over `total` steps
+    (default the config's epochs; a time budget's plan may set fewer)."""
+    total = total or config["epochs"] * steps_per_epoch
     name = config["scheduler"]
     if name == "onecycle":  # linear warmup then linear decay; momentum left as configured
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],
@@ -189,9 +189,11 @@ class TrainState:
 
     def __init__(self, model, config, steps_per_epoch, device, plan=None):
         self.model, self.config, self.device, self.plan = model, config, device, plan
-        self.epochs = plan["epochs"] if plan else config["epochs"]  # what this run trains
+        self.steps_per_epoch = steps_per_epoch
+        self.epochs = plan["epochs"] if plan else config["epochs"]  # what this run trains; a plan's last epoch
+        self.total_steps = plan["planned_steps"] if plan else self.epochs * steps_per_epoch  # may stop part way
         self.optimizer = make_optimizer(model, config, device)
-        self.scheduler = make_scheduler(self.optimizer, config, steps_per_epoch, self.epochs)
+        self.scheduler = make_scheduler(self.optimizer, config, steps_per_epoch, self.total_steps)
         self.precision = amp_dtype(device, config["amp"]) or torch.float32
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == torch.float16)  # fp16 needs it
         self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config["ema"]), use_buffers=True) \
@@ -258,7 +260,7 @@ def lookahead_step(state, steps_per_epoch):
     """airbench's lookahead, after every 5th step: average <- decay * average + (1 - decay) * weights, then
     weights <- average, with decay = 0.95^5 * progress^3 (no averaging early, heavy at the end); after the
     last planned step the weights become the average."""
-    done, total = (state.epoch - 1) * steps_per_epoch + state.step, state.epochs * steps_per_epoch
+    done, total = (state.epoch - 1) * steps_per_epoch + state.step, state.total_steps
     if done % 5 and done < total:
         return
     decay = 1.0 if done >= total else 0.95 ** 5 * (done / total) ** 3
@@ -274,13 +276,14 @@ def train_one_epoch(state, step_model, train, config, augment, stop, last_path):
     x, y = train
     n, size, world = x.shape[0], config["batch_size"], ranks.world_size()
     steps = math.ceil(n / size)
+    last = min(steps, state.total_steps - (state.epoch - 1) * steps)  # a budget's last epoch may be partial
     # one permutation per epoch, the same on every rank, drawn from the seed and the epoch alone
     order = torch.Generator(device=x.device).manual_seed(config["seed"] * 100_003 + state.epoch)
     perm = torch.randperm(n, device=x.device, generator=order)
     if state.sums is None:  # summed loss and correct count, kept on the device: no sync per step
         state.sums = torch.zeros(2, device=x.device)
     state.model.train()
-    todo = range(state.step, steps)
+    todo = range(state.step, last)
     bar = progress_bar(todo, f"{config['name']} {state.epoch}/{state.epochs}") if ranks.is_main() \
         else tqdm(todo, disable=True)  # under torchrun rank 0 draws the one bar
     for i in bar:
@@ -304,7 +307,7 @@ def train_one_epoch(state, step_model, train, config, augment, stop, last_path):
             lookahead_step(state, steps)
         # every 20 steps (and at once on a signal in one process) the ranks agree on stopping and divergence:
         # one all_reduce of two numbers, 0.35-1 ms under gloo here, too dear every step (see README, Scaling out)
-        if stop["signal"] and world == 1 or i % 20 == 19 or i == steps - 1:
+        if stop["signal"] and world == 1 or i % 20 == 19 or i == last - 1:
             signum, bad = ranks.max_all([stop["signal"] or 0, 0 if math.isfinite(loss.item()) else 1])
             if bad:
                 state.diverged = {"epoch": state.epoch, "step": i + 1}
@@ -318,10 +321,10 @@ def train_one_epoch(state, step_model, train, config, augment, stop, last_path):
 
 def end_epoch(state, data, config, t0, out_dir):
     """Evaluate on dev, record the epoch, keep the best weights in model.pt, move on to the next epoch."""
-    n = data["train"][0].shape[0]
+    n = min(data["train"][0].shape[0], state.step * config["batch_size"])  # examples seen: a last epoch may be partial
     train_loss, train_acc = (ranks.sum_all(state.sums) / n).tolist()
     dev_loss, dev_acc, dev_preds = evaluate(state.eval_model, *data["dev"], config)
-    h = {"epoch": state.epoch, "train_loss": train_loss, "train_acc": train_acc, "dev_loss": dev_loss,
+    h = {"epoch": state.epoch, "steps": state.step, "train_loss": train_loss, "train_acc": train_acc, "dev_loss": dev_loss,
          "dev_acc": dev_acc, "seconds": time.perf_counter() - t0, "lr": state.optimizer.param_groups[0]["lr"]}
     state.history.append(h)
     say(f"{config['name']} epoch {state.epoch}: train loss {train_loss:.4f} acc {train_acc:.4f} | "
@@ -378,8 +381,7 @@ def fit(model, data, config, out_dir, augment=None, extra=None, resume=False, st
                     f"past the {config['budget_minutes']:g}-minute budget", err=True)
                 break
     if plan:
-        steps = plan["planned_steps"] // plan["epochs"]
-        extra = {**(extra or {}), "budget": {**plan, "completed_steps": len(state.history) * steps,
+        extra = {**(extra or {}), "budget": {**plan, "completed_steps": sum(epoch_steps(h, state) for h in state.history),
                                              "completed_epochs": len(state.history)}}
     return finish(state, data, config, out_dir, start, extra)
 
@@ -395,12 +397,21 @@ def prepare(model, data, config, plan=None):
     return state, torch.compile(step_model) if config["compile"] else step_model
 
 
+def epoch_steps(h, state):
+    """Steps an epoch of history trained (last.pt files written before plans counted steps lack the key)."""
+    return h.get("steps", state.steps_per_epoch)
+
+
 def over_budget(state, config, started):
-    """1 when one more epoch as long as the last, plus the final test, would end past budget_minutes."""
+    """1 when the next epoch, at the last epoch's seconds a step, plus the final test (two dev evaluations as
+    the plan measured them; half an epoch without a plan) would end past budget_minutes."""
     if not config["budget_minutes"] or not state.history:
         return 0
-    epoch_s = state.history[-1]["seconds"]
-    return int(time.perf_counter() - started + epoch_s * 1.5 > config["budget_minutes"] * 60)
+    last = state.history[-1]
+    steps = min(state.steps_per_epoch, state.total_steps - (state.epoch - 1) * state.steps_per_epoch)  # the next's
+    per_step = last["seconds"] / epoch_steps(last, state)
+    test_s = 2 * state.plan["eval_s"] if state.plan else per_step * state.steps_per_epoch / 2
+    return int(time.perf_counter() - started + per_step * steps + test_s > config["budget_minutes"] * 60)
 
 
 def fit_fixed(model, data, config, out_dir, extra=None):

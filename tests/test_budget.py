@@ -33,8 +33,13 @@ def test_plan_takes_as_many_epochs_as_fit_in_the_budget_after_a_margin_and_the_f
     plan = budget.plan(None, data, config, time.perf_counter())
     # 60 s less 6% margin less two evaluations = 54.4 s, at 10 x 0.5 + 1 = 6 s an epoch: 9 epochs
     assert plan["epochs"] == 9 and plan["planned_steps"] == 90 and plan["samples_per_s"] == 64
+    # the plan counts steps: at 0.6 s, 8 evaluations leave 46.4 s for 77 steps, the 8th epoch stopping after 7
+    # of its 10 (9 evaluations would leave 45.4 s, 75 steps: not one step of a 9th epoch)
+    machine(monkeypatch, step_s=0.6)
+    plan = budget.plan(None, data, config, time.perf_counter())
+    assert plan["epochs"] == 8 and plan["planned_steps"] == 77
     machine(monkeypatch, step_s=100.0)
-    assert budget.plan(None, data, config, time.perf_counter())["epochs"] == 1  # never less than one
+    assert budget.plan(None, data, config, time.perf_counter())["planned_steps"] == 1  # never less than one step
     machine(monkeypatch, step_s=0.001)
     assert budget.plan(None, data, config, time.perf_counter())["epochs"] == 20  # never more than the config's
 
@@ -46,6 +51,16 @@ def test_a_budgeted_run_trains_the_planned_epochs_on_a_schedule_sized_to_them(im
     assert metrics["budget"]["epochs"] == 2 and metrics["budget"]["completed_epochs"] == 2
     assert metrics["budget"]["completed_steps"] == metrics["budget"]["planned_steps"] == 20
     assert metrics["history"][-1]["lr"] < 1e-9  # the cosine schedule ended with the planned epochs
+
+
+def test_a_budget_can_end_part_way_through_an_epoch_with_the_schedule_and_lookahead_complete(imdb_dir, tmp_path,
+                                                                                          monkeypatch):
+    machine(monkeypatch, step_s=3.0)  # 1 minute: about 17 steps, the second epoch partial
+    metrics = run(tiny(lookahead=True), imdb_dir, tmp_path)
+    planned, history = metrics["budget"]["planned_steps"], metrics["history"]
+    assert planned % 10 and metrics["budget"]["epochs"] == len(history) == 2
+    assert [h["steps"] for h in history] == [10, planned - 10] == [10, metrics["budget"]["completed_steps"] - 10]
+    assert history[-1]["lr"] < 1e-9 and 0 < history[-1]["train_acc"] <= 1  # averaged over the examples it saw
 
 
 def test_resume_keeps_the_plan_made_before_the_interruption(imdb_dir, tmp_path, monkeypatch):
