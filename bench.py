@@ -21,9 +21,7 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
 import experiment
@@ -31,6 +29,7 @@ from config import load_config
 from data import ROOT, resolve_data_dir
 from experiment import build_model, init_from_data, load_task, make_augment, place, run
 from files import write_json, write_text
+from tools.fashion_peers import mlp_classifier, textbook_loop
 from train import amp_dtype, make_optimizer, train_step
 
 # Fashion-MNIST: the same network for every system (784-512-256-10, ReLU, Adam, no regularization), and
@@ -58,46 +57,13 @@ def matmul_gflops(dtype=torch.float32, sizes=(2048, 3072, 4096), seconds=2.0):
     return best
 
 
-def textbook_fashion(config, data):
-    """The homework skeleton's loop: DataLoader shuffling a TensorDataset, a host sync every batch."""
-    torch.manual_seed(config["seed"])
-    model = build_model(config, data["meta"]["input_dim"])
-    optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"])
-    loader = DataLoader(TensorDataset(*data["train"]), batch_size=config["batch_size"], shuffle=True)
-    start = time.perf_counter()
-    for _ in range(config["epochs"]):
-        model.train()
-        losses, accs = [], []
-        for xb, yb in loader:
-            logits = model(xb)
-            loss = F.cross_entropy(logits, yb)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-            accs += (logits.argmax(1) == yb).float().tolist()
-    seconds = time.perf_counter() - start
-    model.eval()
-    with torch.inference_mode():
-        acc = (model(data["dev"][0]).argmax(1) == data["dev"][1]).float().mean().item()
-    return seconds, acc
-
-
-def sklearn_fashion(config, data):
-    """MLPClassifier with its own defaults for batch (200) and lr (1e-3); no L2, no early stop, as the others."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.neural_network import MLPClassifier
-    import warnings
-    x, y = (t.flatten(1).numpy() if t.dim() > 1 else t.numpy() for t in data["train"])
-    clf = MLPClassifier(hidden_layer_sizes=config["hidden_dims"], activation="relu", solver="adam",
-                        max_iter=config["epochs"], random_state=config["seed"], alpha=0.0,
-                        n_iter_no_change=config["epochs"] + 1)
-    start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)  # max_iter = epochs is the point here
-        clf.fit(x, y)
-    seconds = time.perf_counter() - start
-    return seconds, clf.score(data["dev"][0].flatten(1).numpy(), data["dev"][1].numpy())
+def peer_fashion(fit, config, data):
+    """(training seconds, dev accuracy) of tools/fashion_peers.py's textbook_loop or mlp_classifier (batch 64
+    and 200, lr 1e-3; no regularisation, as the toolkit rows here) on the toolkit's own split."""
+    flat = lambda split: (data[split][0].flatten(1).numpy(), data[split][1].numpy())
+    predict, seconds = fit(flat("train"), config["hidden_dims"], config["epochs"], config["seed"])
+    x, y = flat("dev")
+    return seconds, float((predict(x) == y).mean())
 
 
 def toolkit_fashion(config, data_dir):
@@ -124,8 +90,9 @@ def bench_fashion(data_dir, epochs, seeds, rows, sets):
     systems |= {
         "toolkit with the textbook recipe (batch 64, lr 1e-3, fp32)":  # the loop alone, recipe held equal
             lambda s: toolkit_fashion({**textbook, "seed": s}, data_dir),
-        "textbook loop (batch 64, lr 1e-3)": lambda s: textbook_fashion({**textbook, "seed": s}, data),
-        "sklearn MLPClassifier (batch 200, lr 1e-3)": lambda s: sklearn_fashion({**textbook, "seed": s}, data)}
+        "textbook loop (batch 64, lr 1e-3)": lambda s: peer_fashion(textbook_loop, {**textbook, "seed": s}, data),
+        "sklearn MLPClassifier (batch 200, lr 1e-3)":
+            lambda s: peer_fashion(mlp_classifier, {**textbook, "seed": s}, data)}
     runs = {name: [] for name in systems}
     for seed in seeds:  # seeds outside, systems inside: a slow spell on a shared machine hits every system
         for name, fn in systems.items():

@@ -57,23 +57,48 @@ def measure_eval(model, data, config, batches=2, batch_size=2048):
     return (time.perf_counter() - start) * x.shape[0] / n
 
 
+def steps_that_fit(seconds, step_s, eval_s, steps_per_epoch, epochs):
+    """The most training steps, from an epoch boundary and in at most `epochs` epochs, that fit in `seconds`
+    beside a dev evaluation after each epoch begun; 0 when not one step fits."""
+    steps = 0
+    for e in range(1, epochs + 1):
+        fit = int((seconds - e * eval_s) // step_s)
+        if fit <= (e - 1) * steps_per_epoch:  # not one step of epoch e fits
+            break
+        steps = min(fit, e * steps_per_epoch)
+    return steps
+
+
 def plan(model, data, config, started, augment=None):
-    """{"budget_minutes", "samples_per_s", "step_s", "eval_s", "epochs", "planned_steps"} for a run that began
-    at time.perf_counter() == started. The plan counts steps, not whole epochs: the last epoch may stop part
-    way (whole epochs left a quarter of a 12-minute budget unused when one epoch took 4 minutes), and each
-    epoch, the last included, ends with a dev evaluation. At least one step, at most config["epochs"] epochs.
-    Under torchrun every rank measures and the slowest rank's figures make the one plan (the all-reduce of
-    gradients is not timed)."""
+    """{"budget_minutes", "samples_per_s", "step_s", "eval_s", "epochs", "planned_steps", "replanned_steps"}
+    for a run that began at time.perf_counter() == started. The plan counts steps, not whole epochs: the last
+    epoch may stop part way (whole epochs left a quarter of a 12-minute budget unused when one epoch took 4
+    minutes), and each epoch, the last included, ends with a dev evaluation. At least one step, at most
+    config["epochs"] epochs. Under torchrun every rank measures and the slowest rank's figures make the one
+    plan (the all-reduce of gradients is not timed)."""
     step_s, eval_s, spent = ranks.max_all([measure_step(model, data, config, augment),
                                            measure_eval(model, data, config), time.perf_counter() - started])
     steps_per_epoch = math.ceil(data["train"][0].shape[0] / config["batch_size"])
-    budget_s = config["budget_minutes"] * 60
-    left = budget_s * (1 - MARGIN) - spent - FINAL_EVALS * eval_s
-    steps = 1
-    for epochs in range(1, config["epochs"] + 1):  # the steps that fit beside `epochs` dev evaluations
-        fit = int((left - epochs * eval_s) // step_s)
-        if fit <= (epochs - 1) * steps_per_epoch:  # not even one step of this epoch fits
-            break
-        steps = min(fit, epochs * steps_per_epoch)
+    left = config["budget_minutes"] * 60 * (1 - MARGIN) - spent - FINAL_EVALS * eval_s
+    steps = max(1, steps_that_fit(left, step_s, eval_s, steps_per_epoch, config["epochs"]))
     return {"budget_minutes": config["budget_minutes"], "samples_per_s": config["batch_size"] / step_s,
-            "step_s": step_s, "eval_s": eval_s, "epochs": math.ceil(steps / steps_per_epoch), "planned_steps": steps}
+            "step_s": step_s, "eval_s": eval_s, "epochs": math.ceil(steps / steps_per_epoch), "planned_steps": steps,
+            "replanned_steps": []}
+
+
+def replan(state, config, elapsed, step_s, eval_s):
+    """After a whole epoch, `elapsed` seconds into the run, that trained at step_s seconds a step and
+    evaluated dev in eval_s: size the rest of the run again from that speed, towards the same end as the
+    first plan. The first plan times a few steps, and this machine's speed moved by 40% between those and
+    the epochs after them (a plan for 8 epochs of which 6 fitted); the schedule and lookahead read
+    state.total_steps, so they stretch or shrink from where they are. The new total goes into
+    state.plan["replanned_steps"] (and so into last.pt and metrics.json); a total equal to the steps done
+    ends the run. Nothing to do once the planned steps are done."""
+    done = (state.epoch - 1) * state.steps_per_epoch  # called between epochs: all of them whole
+    if done >= state.total_steps:
+        return
+    step_s, eval_s, elapsed = ranks.max_all([step_s, eval_s, elapsed])  # the slowest rank sets the pace
+    left = config["budget_minutes"] * 60 * (1 - MARGIN) - elapsed - FINAL_EVALS * eval_s
+    total = done + steps_that_fit(left, step_s, eval_s, state.steps_per_epoch, config["epochs"] - state.epoch + 1)
+    state.total_steps, state.epochs = total, math.ceil(total / state.steps_per_epoch)
+    state.plan["replanned_steps"].append(total)

@@ -82,20 +82,25 @@ def make_optimizer(model, config, device):
     return cls(params, lr=lr, betas=(mom, 0.999), weight_decay=wd, fused=fused)
 
 
-def make_scheduler(optimizer, config, steps_per_epoch, total=None):
-    """Learning-rate multiplier updated every step, so short runs get a smooth schedule over `total` steps
-    (default the config's epochs; a time budget's plan may set fewer)."""
-    total = total or config["epochs"] * steps_per_epoch
-    name = config["scheduler"]
-    if name == "onecycle":  # linear warmup then linear decay; momentum left as configured
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],
-                                                   total_steps=total,
-                                                   pct_start=config["warmup"], anneal_strategy="linear",
-                                                   cycle_momentum=False, div_factor=10, final_div_factor=100)
+def make_scheduler(optimizer, config, steps_per_epoch, total_steps):
+    """Learning-rate multiplier updated every step, so short runs get a smooth schedule. total_steps() is the
+    run's length in steps, read at every step: a time budget re-plans it between epochs (budget.replan), and
+    the schedule stretches or shrinks from where it is."""
+    progress = lambda s: min(s / total_steps(), 1.0)
     factor = {"constant": lambda s: 1.0,
               "exponential": lambda s: config["gamma"] ** (s / steps_per_epoch),
-              "cosine": lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))}[name]
+              "cosine": lambda s: 0.5 * (1 + math.cos(math.pi * progress(s))),
+              "onecycle": lambda s: one_cycle(progress(s), config["warmup"])}[config["scheduler"]]
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def one_cycle(progress, warmup):
+    """OneCycleLR's linear shape as a multiplier of each group's lr: from 1/10 up to 1 over the first `warmup`
+    of the run, then down to 1/1000 (div_factor 10, final_div_factor 100); momentum left as configured.
+    Written against progress rather than as OneCycleLR, whose length is fixed when it is made."""
+    if progress < warmup or warmup >= 1:
+        return 0.1 + 0.9 * progress / warmup
+    return 0.001 + 0.999 * (1 - progress) / (1 - warmup)
 
 
 def amp_dtype(device, enabled):
@@ -190,10 +195,12 @@ class TrainState:
     def __init__(self, model, config, steps_per_epoch, device, plan=None):
         self.model, self.config, self.device, self.plan = model, config, device, plan
         self.steps_per_epoch = steps_per_epoch
-        self.epochs = plan["epochs"] if plan else config["epochs"]  # what this run trains; a plan's last epoch
-        self.total_steps = plan["planned_steps"] if plan else self.epochs * steps_per_epoch  # may stop part way
+        # what this run trains: a budget's plan, as last re-planned, may end part way through an epoch
+        planned = (plan.get("replanned_steps") or [plan["planned_steps"]])[-1] if plan else None
+        self.total_steps = planned or config["epochs"] * steps_per_epoch
+        self.epochs = math.ceil(self.total_steps / steps_per_epoch)
         self.optimizer = make_optimizer(model, config, device)
-        self.scheduler = make_scheduler(self.optimizer, config, steps_per_epoch, self.total_steps)
+        self.scheduler = make_scheduler(self.optimizer, config, steps_per_epoch, lambda: self.total_steps)
         self.precision = amp_dtype(device, config["amp"]) or torch.float32
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == torch.float16)  # fp16 needs it
         self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config["ema"]), use_buffers=True) \
@@ -323,9 +330,10 @@ def end_epoch(state, data, config, t0, out_dir):
     """Evaluate on dev, record the epoch, keep the best weights in model.pt, move on to the next epoch."""
     n = min(data["train"][0].shape[0], state.step * config["batch_size"])  # examples seen: a last epoch may be partial
     train_loss, train_acc = (ranks.sum_all(state.sums) / n).tolist()
+    t_eval = time.perf_counter()
     dev_loss, dev_acc, dev_preds = evaluate(state.eval_model, *data["dev"], config)
     h = {"epoch": state.epoch, "steps": state.step, "train_loss": train_loss, "train_acc": train_acc, "dev_loss": dev_loss,
-         "dev_acc": dev_acc, "seconds": time.perf_counter() - t0, "lr": state.optimizer.param_groups[0]["lr"]}
+         "dev_acc": dev_acc, "seconds": time.perf_counter() - t0, "eval_seconds": time.perf_counter() - t_eval, "lr": state.optimizer.param_groups[0]["lr"]}
     state.history.append(h)
     say(f"{config['name']} epoch {state.epoch}: train loss {train_loss:.4f} acc {train_acc:.4f} | "
         f"dev loss {dev_loss:.4f} acc {dev_acc:.4f} | {h['seconds']:.1f}s")
@@ -344,9 +352,10 @@ def fit(model, data, config, out_dir, augment=None, extra=None, resume=False, st
     continues from out_dir/last.pt. Ctrl-C or SIGTERM saves last.pt after the current step and raises
     Interrupted; a non-finite loss ends the run early with "diverged" in metrics.json. Under torchrun the
     ranks train one model data-parallel on slices of config's (global) batch_size. With budget_minutes the
-    epochs come from budget.plan (measured here, or kept from last.pt on --resume), and a run that falls
-    behind its plan stops after the epoch that would take it past the budget; `started` is when the run
-    began (time.perf_counter()), default now."""
+    steps come from budget.plan, measured here and re-planned after every epoch from its speed
+    (budget.replan); --resume keeps the plan from last.pt as it stood. `started` is when the run began
+    (time.perf_counter()), default now."""
+    import budget  # here, not at the top: budget.py times this module's train_step and evaluate
     start = time.perf_counter()
     started = started or start
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -356,7 +365,6 @@ def fit(model, data, config, out_dir, augment=None, extra=None, resume=False, st
         saved = load_state(last_path, config)  # checked once here: it holds a budget's plan, and the state
         plan = saved.get("plan")
     elif config["budget_minutes"]:
-        import budget  # here, not at the top: budget.py times this module's train_step and evaluate
         plan = budget.plan(model, data, config, started, augment)
         say(f"budget {config['budget_minutes']:g} min: {plan['samples_per_s']:,.0f} examples/s measured, "
             f"{plan['epochs']} of {config['epochs']} epochs planned ({plan['planned_steps']} steps)")
@@ -372,14 +380,17 @@ def fit(model, data, config, out_dir, augment=None, extra=None, resume=False, st
                     f"loss); lr {config['lr']} is probably too high", err=True)
                 break
             end_epoch(state, data, config, t0, out_dir)
+            if plan and not resume:  # the time this process has seen is the run's: re-plan from it
+                before, h = state.total_steps, state.history[-1]
+                budget.replan(state, config, time.perf_counter() - started,
+                              (h["seconds"] - h["eval_seconds"]) / h["steps"], h["eval_seconds"])
+                if state.total_steps != before:
+                    say(f"budget: {state.total_steps} steps in {state.epochs} epochs re-planned from epoch "
+                        f"{state.epoch - 1}'s speed (was {before})")
             state.save(last_path)  # at least once an epoch
-            signum, late = ranks.max_all([stop["signal"] or 0, over_budget(state, config, started)])
+            signum = ranks.max_all([stop["signal"] or 0])[0]
             if signum:
                 raise Interrupted(int(signum), last_path)
-            if late and state.epoch <= state.epochs:
-                say(f"{config['name']}: stopping after epoch {state.epoch - 1} of {state.epochs}: another would end "
-                    f"past the {config['budget_minutes']:g}-minute budget", err=True)
-                break
     if plan:
         extra = {**(extra or {}), "budget": {**plan, "completed_steps": sum(epoch_steps(h, state) for h in state.history),
                                              "completed_epochs": len(state.history)}}
@@ -400,18 +411,6 @@ def prepare(model, data, config, plan=None):
 def epoch_steps(h, state):
     """Steps an epoch of history trained (last.pt files written before plans counted steps lack the key)."""
     return h.get("steps", state.steps_per_epoch)
-
-
-def over_budget(state, config, started):
-    """1 when the next epoch, at the last epoch's seconds a step, plus the final test (two dev evaluations as
-    the plan measured them; half an epoch without a plan) would end past budget_minutes."""
-    if not config["budget_minutes"] or not state.history:
-        return 0
-    last = state.history[-1]
-    steps = min(state.steps_per_epoch, state.total_steps - (state.epoch - 1) * state.steps_per_epoch)  # the next's
-    per_step = last["seconds"] / epoch_steps(last, state)
-    test_s = 2 * state.plan["eval_s"] if state.plan else per_step * state.steps_per_epoch / 2
-    return int(time.perf_counter() - started + per_step * steps + test_s > config["budget_minutes"] * 60)
 
 
 def fit_fixed(model, data, config, out_dir, extra=None):

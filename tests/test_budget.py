@@ -18,10 +18,17 @@ def tiny(**changes):
     return load_config(None, [f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in sets.items()])
 
 
-def machine(monkeypatch, step_s, eval_s=1.0):
-    """Pretend a training step takes step_s seconds and a dev evaluation eval_s on this machine."""
+def machine(monkeypatch, step_s, eval_s=1.0, epoch_step_s=None):
+    """Pretend a training step takes step_s seconds and a dev evaluation eval_s on this machine, as the
+    budget's first measurement sees it, and that the epochs then train at epoch_step_s (default step_s): the
+    re-plan after each epoch sees those epochs' pretend speed and the pretend time they took."""
     monkeypatch.setattr(budget, "measure_step", lambda *a, **k: step_s)
     monkeypatch.setattr(budget, "measure_eval", lambda *a, **k: eval_s)
+    later = epoch_step_s or step_s
+    replan = budget.replan
+    pretend_elapsed = lambda state: sum(h["steps"] * later + eval_s for h in state.history)
+    monkeypatch.setattr(budget, "replan", lambda state, config, elapsed, step_s, _eval_s:
+                        replan(state, config, pretend_elapsed(state), later, eval_s))
 
 
 def test_plan_takes_as_many_epochs_as_fit_in_the_budget_after_a_margin_and_the_final_test(imdb_dir, monkeypatch):
@@ -50,7 +57,19 @@ def test_a_budgeted_run_trains_the_planned_epochs_on_a_schedule_sized_to_them(im
     assert len(metrics["history"]) == 2 and metrics["config"]["epochs"] == 5  # the config is left as given
     assert metrics["budget"]["epochs"] == 2 and metrics["budget"]["completed_epochs"] == 2
     assert metrics["budget"]["completed_steps"] == metrics["budget"]["planned_steps"] == 20
+    assert metrics["budget"]["replanned_steps"] == [20]  # after epoch 1, at the speed measured: the same plan
     assert metrics["history"][-1]["lr"] < 1e-9  # the cosine schedule ended with the planned epochs
+
+
+def test_a_machine_slower_than_measured_gets_a_shorter_plan_after_the_first_epoch(imdb_dir, tmp_path, monkeypatch):
+    # measured 1 s a step: all 5 epochs (56.4 s less 2 evaluations less 5 after each epoch: about 49 steps);
+    # the first epoch takes 2 s a step: 21 s gone, 33.4 s left less 2 evaluations: 15 steps, epoch 3 part way
+    machine(monkeypatch, step_s=1.0, epoch_step_s=2.0)
+    metrics = run(tiny(scheduler="onecycle", warmup=0.2), imdb_dir, tmp_path)
+    assert metrics["budget"]["planned_steps"] > 40 and metrics["budget"]["replanned_steps"][0] == 25
+    assert metrics["budget"]["completed_steps"] == metrics["budget"]["replanned_steps"][-1] == 25
+    assert [h["steps"] for h in metrics["history"]] == [10, 10, 5]
+    assert metrics["history"][-1]["lr"] == pytest.approx(0.01 / 1000)  # one-cycle's end, at the new length
 
 
 def test_a_budget_can_end_part_way_through_an_epoch_with_the_schedule_and_lookahead_complete(imdb_dir, tmp_path,

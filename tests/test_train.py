@@ -61,7 +61,7 @@ def test_reloaded_checkpoint_predicts_identically(imdb_dir, tmp_path):
 
 
 def test_same_seed_gives_identical_history(imdb_dir, tmp_path):
-    strip = lambda m: [{k: v for k, v in h.items() if k != "seconds"} for h in m["history"]]
+    strip = lambda m: [{k: v for k, v in h.items() if k not in ("seconds", "eval_seconds")} for h in m["history"]]
     a = run(tiny(), imdb_dir, tmp_path / "a")
     b = run(tiny(), imdb_dir, tmp_path / "b")
     assert strip(a) == strip(b)
@@ -147,3 +147,17 @@ def test_ctrl_c_outside_training_ends_with_one_line_and_exit_130(imdb_dir, tmp_p
     assert main(["run", str(tmp_path / "c.toml"), "--data-dir", str(imdb_dir), "--out", str(tmp_path / "runs")]) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["stopped by Ctrl-C outside training: nothing to resume; every file already written is complete"]
+
+
+def test_the_one_cycle_schedule_follows_torchs_one_cycle_lr_when_its_length_is_fixed():
+    from train import make_scheduler
+    config = load_config(None, ["scheduler='onecycle'", "warmup=0.25", "lr=0.4"])
+    ours, theirs = (torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.4) for _ in range(2))
+    mine = make_scheduler(ours, config, 10, lambda: 100)
+    torch_one = torch.optim.lr_scheduler.OneCycleLR(theirs, max_lr=0.4, total_steps=100, pct_start=0.25,
+                                                    anneal_strategy="linear", cycle_momentum=False,
+                                                    div_factor=10, final_div_factor=100)
+    for _ in range(100):
+        # the same line from 0.04 up to 0.4 and down to 0.0004; torch's reaches each end one step sooner
+        assert ours.param_groups[0]["lr"] == pytest.approx(theirs.param_groups[0]["lr"], abs=0.4 * 0.9 / 24)
+        ours.step(), theirs.step(), mine.step(), torch_one.step()
