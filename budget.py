@@ -1,15 +1,17 @@
 """A time budget (config `budget_minutes`): the run measures its own speed on this machine, then plans how
-many epochs fit, so that the whole run, evaluation and files included, ends within the budget.
+many training steps fit, so that the whole run, evaluation and files included, ends within the budget.
 
-The plan is made once, before the first epoch, from
+The first plan is made before the first epoch, from
   step_s    seconds per training step: a few steps of a throwaway copy of the model and optimizer, after
             one warm-up step (the first step of a fresh model pays one-off costs: allocation, oneDNN
             kernel choice);
   eval_s    seconds to evaluate dev once: a few batches, scaled to the whole split;
   spent_s   what the run already took (loading, featurizing, this measurement);
 and leaves a margin for what it cannot time ahead: the test predictions and plots at the end, checkpoint
-writes, a busier machine. The learning-rate schedule (cosine, one-cycle) is sized to the planned epochs,
-so it completes. The plan goes into last.pt, so --resume keeps it, and into metrics.json.
+writes, a busier machine. After each epoch `replan` sizes the rest again from that epoch's own speed. The
+learning-rate schedules (cosine, one-cycle) are functions of progress through the planned steps, so they
+complete at whatever length the last plan set. The plan goes into last.pt, so --resume keeps it, and into
+metrics.json.
 """
 import copy
 import math
