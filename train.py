@@ -328,12 +328,14 @@ def train_one_epoch(state, step_model, train, config, augment, stop, last_path):
 
 def end_epoch(state, data, config, t0, out_dir):
     """Evaluate on dev, record the epoch, keep the best weights in model.pt, move on to the next epoch."""
-    n = min(data["train"][0].shape[0], state.step * config["batch_size"])  # examples seen: a last epoch may be partial
+    whole = state.step >= state.steps_per_epoch  # else a budget's last epoch, stopped part way
+    n = data["train"][0].shape[0] if whole else state.step * config["batch_size"]
     train_loss, train_acc = (ranks.sum_all(state.sums) / n).tolist()
     t_eval = time.perf_counter()
     dev_loss, dev_acc, dev_preds = evaluate(state.eval_model, *data["dev"], config)
-    h = {"epoch": state.epoch, "steps": state.step, "train_loss": train_loss, "train_acc": train_acc, "dev_loss": dev_loss,
-         "dev_acc": dev_acc, "seconds": time.perf_counter() - t0, "eval_seconds": time.perf_counter() - t_eval, "lr": state.optimizer.param_groups[0]["lr"]}
+    h = {"epoch": state.epoch, "steps": state.step, "train_loss": train_loss, "train_acc": train_acc,
+         "dev_loss": dev_loss, "dev_acc": dev_acc, "seconds": time.perf_counter() - t0,
+         "eval_seconds": time.perf_counter() - t_eval, "lr": state.optimizer.param_groups[0]["lr"]}
     state.history.append(h)
     say(f"{config['name']} epoch {state.epoch}: train loss {train_loss:.4f} acc {train_acc:.4f} | "
         f"dev loss {dev_loss:.4f} acc {dev_acc:.4f} | {h['seconds']:.1f}s")
@@ -392,8 +394,8 @@ def fit(model, data, config, out_dir, augment=None, extra=None, resume=False, st
             if signum:
                 raise Interrupted(int(signum), last_path)
     if plan:
-        extra = {**(extra or {}), "budget": {**plan, "completed_steps": sum(epoch_steps(h, state) for h in state.history),
-                                             "completed_epochs": len(state.history)}}
+        done = sum(epoch_steps(h, state) for h in state.history)
+        extra = {**(extra or {}), "budget": {**plan, "completed_steps": done, "completed_epochs": len(state.history)}}
     return finish(state, data, config, out_dir, start, extra)
 
 
@@ -419,6 +421,7 @@ def fit_fixed(model, data, config, out_dir, extra=None):
     start = time.perf_counter()
     device = data["train"][0].device
     state = TrainState(model, config, 1, device)
+    state.step = 1  # the fit is its one whole epoch
     out_dir.mkdir(parents=True, exist_ok=True)
     train_loss, train_acc, _ = evaluate(model, *data["train"], config)
     n = data["train"][0].shape[0]

@@ -96,6 +96,7 @@ def test_logreg_run_writes_the_same_files_as_a_trained_model(imdb_dir, tmp_path)
     out = tmp_path / "runs" / "tiny"
     assert {"metrics.json", "model.pt", "submission.csv", "loss.png", "confusion.png"} <= {p.name for p in out.iterdir()}
     assert len(metrics["history"]) == 1 and metrics["best_dev_acc"] >= 0.95 and not (out / "last.pt").exists()
+    assert 0.9 <= metrics["history"][0]["train_acc"] <= 1  # its training accuracy, over every training example
     model = build_model(config, metrics["input_dim"])
     model.load_state_dict(torch.load(out / "model.pt", weights_only=True)["model"])
     data = load_task(config, imdb_dir, torch.device("cpu"))
