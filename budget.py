@@ -88,8 +88,15 @@ def plan(model, data, config, started, augment=None):
             "replanned_steps": []}
 
 
+def mean_speed(history):
+    """(seconds per training step, seconds per dev evaluation) over the epochs of history: the mean rather
+    than the last epoch's, because this machine's epochs swung from 30 s to 46 s and back within one run."""
+    train_s = sum(h["seconds"] - h["eval_seconds"] for h in history)
+    return train_s / sum(h["steps"] for h in history), sum(h["eval_seconds"] for h in history) / len(history)
+
+
 def replan(state, config, elapsed, step_s, eval_s):
-    """After a whole epoch, `elapsed` seconds into the run, that trained at step_s seconds a step and
+    """After a whole epoch, `elapsed` seconds into the run whose epochs trained at step_s seconds a step and
     evaluated dev in eval_s: size the rest of the run again from that speed, towards the same end as the
     first plan. The first plan times a few steps, and this machine's speed moved by 40% between those and
     the epochs after them (a plan for 8 epochs of which 6 fitted); the schedule and lookahead read

@@ -383,12 +383,11 @@ def fit(model, data, config, out_dir, augment=None, extra=None, resume=False, st
                 break
             end_epoch(state, data, config, t0, out_dir)
             if plan and not resume:  # the time this process has seen is the run's: re-plan from it
-                before, h = state.total_steps, state.history[-1]
-                budget.replan(state, config, time.perf_counter() - started,
-                              (h["seconds"] - h["eval_seconds"]) / h["steps"], h["eval_seconds"])
+                before = state.total_steps
+                budget.replan(state, config, time.perf_counter() - started, *budget.mean_speed(state.history))
                 if state.total_steps != before:
-                    say(f"budget: {state.total_steps} steps in {state.epochs} epochs re-planned from epoch "
-                        f"{state.epoch - 1}'s speed (was {before})")
+                    say(f"budget: {state.total_steps} steps in {state.epochs} epochs re-planned at the speed of "
+                        f"epochs 1-{state.epoch - 1} (was {before})")
             state.save(last_path)  # at least once an epoch
             signum = ranks.max_all([stop["signal"] or 0])[0]
             if signum:

@@ -99,3 +99,8 @@ def test_resume_keeps_the_plan_made_before_the_interruption(imdb_dir, tmp_path, 
     machine(monkeypatch, step_s=0.001)  # a faster machine now: it must not re-plan
     metrics = run(tiny(), imdb_dir, tmp_path, resume=True)
     assert len(metrics["history"]) == 2 and metrics["budget"]["epochs"] == 2
+
+
+def test_a_replan_uses_the_mean_speed_of_the_epochs_so_far_not_the_last_one():
+    history = [{"seconds": 31.0, "eval_seconds": 1.0, "steps": 10}, {"seconds": 51.0, "eval_seconds": 3.0, "steps": 10}]
+    assert budget.mean_speed(history) == pytest.approx((3.9, 2.0))  # (30 + 48) s over 20 steps; (1 + 3) / 2
