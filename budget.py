@@ -8,7 +8,7 @@ The first plan is made before the first epoch, from
   eval_s    seconds to evaluate dev once: a few batches, scaled to the whole split;
   spent_s   what the run already took (loading, featurizing, this measurement);
 and leaves a margin for what it cannot time ahead: the test predictions and plots at the end, checkpoint
-writes, a busier machine. After each epoch `replan` sizes the rest again from that epoch's own speed. The
+writes, a busier machine. After each epoch `replan` sizes the rest again from the mean speed of the epochs so far. The
 learning-rate schedules (cosine, one-cycle) are functions of progress through the planned steps, so they
 complete at whatever length the last plan set. The plan goes into last.pt, so --resume keeps it, and into
 metrics.json.

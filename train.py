@@ -354,7 +354,7 @@ def fit(model, data, config, out_dir, augment=None, extra=None, resume=False, st
     continues from out_dir/last.pt. Ctrl-C or SIGTERM saves last.pt after the current step and raises
     Interrupted; a non-finite loss ends the run early with "diverged" in metrics.json. Under torchrun the
     ranks train one model data-parallel on slices of config's (global) batch_size. With budget_minutes the
-    steps come from budget.plan, measured here and re-planned after every epoch from its speed
+    steps come from budget.plan, measured here and re-planned after every epoch at the mean speed so far
     (budget.replan); --resume keeps the plan from last.pt as it stood. `started` is when the run began
     (time.perf_counter()), default now."""
     import budget  # here, not at the top: budget.py times this module's train_step and evaluate
