@@ -61,11 +61,14 @@ def measure_eval(model, data, config, batches=2, batch_size=2048):
 
 def steps_that_fit(seconds, step_s, eval_s, steps_per_epoch, epochs):
     """The most training steps, from an epoch boundary and in at most `epochs` epochs, that fit in `seconds`
-    beside a dev evaluation after each epoch begun; 0 when not one step fits."""
+    beside a dev evaluation after each epoch begun; 0 when not one step fits. An epoch after the first is
+    begun only if its steps take at least as long as its evaluation: a 12-minute run re-planned one step
+    of a 6th epoch, whose 13 s evaluation then repeated the 5th epoch's dev accuracy."""
     steps = 0
     for e in range(1, epochs + 1):
         fit = int((seconds - e * eval_s) // step_s)
-        if fit <= (e - 1) * steps_per_epoch:  # not one step of epoch e fits
+        more = fit - (e - 1) * steps_per_epoch  # the steps epoch e would train
+        if more <= 0 or e > 1 and more * step_s < eval_s:
             break
         steps = min(fit, e * steps_per_epoch)
     return steps

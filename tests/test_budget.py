@@ -101,6 +101,16 @@ def test_resume_keeps_the_plan_made_before_the_interruption(imdb_dir, tmp_path, 
     assert len(metrics["history"]) == 2 and metrics["budget"]["epochs"] == 2
 
 
+def test_an_epoch_is_begun_only_for_steps_that_take_as_long_as_its_evaluation():
+    # epochs of 10 steps of 1 s, evaluations of 5 s: 30 s fit two whole epochs with their evaluations
+    assert budget.steps_that_fit(30, 1.0, 5.0, 10, 5) == 20
+    # 23 s: 3 steps of epoch 2 would cost a 5 s evaluation; it is not begun
+    assert budget.steps_that_fit(23, 1.0, 5.0, 10, 5) == 10
+    assert budget.steps_that_fit(25, 1.0, 5.0, 10, 5) == 15  # 5 steps of epoch 2: as long as its evaluation
+    assert budget.steps_that_fit(7, 1.0, 5.0, 10, 5) == 2  # the first epoch is begun for any steps at all
+    assert budget.steps_that_fit(5, 1.0, 5.0, 10, 5) == 0
+
+
 def test_a_replan_uses_the_mean_speed_of_the_epochs_so_far_not_the_last_one():
     history = [{"seconds": 31.0, "eval_seconds": 1.0, "steps": 10}, {"seconds": 51.0, "eval_seconds": 3.0, "steps": 10}]
     assert budget.mean_speed(history) == pytest.approx((3.9, 2.0))  # (30 + 48) s over 20 steps; (1 + 3) / 2
