@@ -16,9 +16,10 @@ from bench import make_step  # noqa: E402
 from config import load_config  # noqa: E402
 from train import amp_dtype  # noqa: E402
 
-VARIANTS = {"final": [], "final with a 3x3 stem of 24 channels": ["whiten=false"],
-            "proxy width [24, 32, 64, 128]": ["widths=[24, 32, 64, 128]"],
-            "former config (3x3 stem, [32, 64, 128, 256])": ["whiten=false", "widths=[32, 64, 128, 256]"],
+VARIANTS = {"the config (whitening stem, narrow [24, 32, 64, 128])": [],
+            "the config with a 3x3 stem of 24 channels": ["whiten=false"],
+            "wide [24, 64, 128, 256] (the config before)": ["widths=[24, 64, 128, 256]"],
+            "the wide net with a 3x3 stem of 24 channels": ["whiten=false", "widths=[24, 64, 128, 256]"],
             "airbench94's widths [24, 64, 256, 256]": ["widths=[24, 64, 256, 256]"]}
 
 
