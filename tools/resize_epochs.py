@@ -37,15 +37,7 @@ def small_early(x, gen, translate=2, flip=0.5):
         x = augment.batch_augment(x, gen, translate, flip)
         return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True).contiguous(
             memory_format=torch.channels_last)
-    n, c, h, w = x.shape  # crop: batch_augment's translation, with a SIZE-pixel window
-    x = torch.where((torch.rand(n, device=x.device, generator=gen) < flip)[:, None, None, None], x.flip(-1), x)
-    padded = F.pad(x, (translate,) * 4)
-    dy, dx = torch.randint(0, h + 2 * translate - size + 1, (2, n, 1), device=x.device, generator=gen)
-    rows = (dy + torch.arange(size, device=x.device))[:, None, :, None]
-    cols = (dx + torch.arange(size, device=x.device))[:, None, None, :]
-    batch = torch.arange(n, device=x.device)[:, None, None, None]
-    chans = torch.arange(c, device=x.device)[None, :, None, None]
-    return padded[batch, chans, rows, cols].contiguous(memory_format=torch.channels_last)
+    return augment.batch_augment(x, gen, translate, flip, size=size)  # crop
 
 
 train.train_one_epoch, experiment.batch_augment = noting_the_epoch, small_early
