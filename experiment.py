@@ -1,6 +1,7 @@
 """One run end to end: config -> data tensors on the device -> model -> the shared loop (train.fit)."""
 import glob
 import json
+import math
 import time
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -31,12 +32,21 @@ def image_tensor(x, mean, std, device):
 
 
 def channel_stats(x):
-    """Per-channel (means, stds) of uint8 images [N, H, W(, C)] in [0, 1] units, in float64 one channel at a
-    time: a float32 sum over CIFAR's 46M values per channel stalls past 2^24 and gave means of 0.33
-    instead of 0.49/0.48/0.45."""
-    pixels = x.reshape(-1, x.shape[3] if x.ndim == 4 else 1)
-    channels = (pixels[:, c].astype(np.float64) / 255 for c in range(pixels.shape[1]))
-    return tuple(zip(*((ch.mean(), ch.std()) for ch in channels)))
+    """Per-channel (means, stds) of uint8 images [N, H, W(, C)] in [0, 1] units, exact: integer sums of the
+    values and of their squares (a float32 sum over CIFAR's 46M values per channel stalls past 2^24 and gave
+    means of 0.33 instead of 0.49/0.48/0.45). Summed over images first, along contiguous rows, then over
+    positions: 0.7 s on CIFAR's training part here, against 3.3 s for float64 one channel at a time."""
+    c = x.shape[3] if x.ndim == 4 else 1
+    rows = x.reshape(len(x), -1)
+    sums, squares = np.zeros(rows.shape[1], np.int64), np.zeros(rows.shape[1], np.int64)
+    for i in range(0, len(rows), 4096):  # chunks: int32 copies of all of CIFAR at once would take 660 MB
+        chunk = rows[i:i + 4096].astype(np.int32)
+        sums += chunk.sum(0)
+        squares += (chunk * chunk).sum(0)
+    n = rows.size // c  # values per channel
+    totals = [(int(s), int(q)) for s, q in zip(sums.reshape(-1, c).sum(0), squares.reshape(-1, c).sum(0))]
+    # the variance as n^2 var = n sum(v^2) - sum(v)^2 in Python's exact integers: never negative, so never NaN
+    return tuple(s / n / 255 for s, _ in totals), tuple(math.sqrt(n * q - s * s) / n / 255 for s, q in totals)
 
 
 def load_sentiment(config, data_dir, device):
