@@ -266,8 +266,8 @@ def refit_run(config, data, out_dir, metrics):
 
 def make_augment(config):
     """augment(xb, generator) for the loop, or None: flips and shifts of whole image batches when configured."""
-    if not config["augment"] or config["task"] == "sentiment":
-        return None
+    if not config["augment"] or config["task"] == "sentiment" or config["flip"] == 0 and config["translate"] == 0:
+        return None  # nothing to draw: a short Fashion run (no flips) pays nothing for augmentation
     return lambda xb, gen: batch_augment(xb, gen, config["translate"], config["flip"])
 
 

@@ -34,9 +34,10 @@ def test_a_run_shorter_than_reg_epochs_gets_its_regularisation_scaled_down(tmp_p
     assert (full["dropout"], full["label_smoothing"], full["weight_decay"], full["flip"]) == (0.3, 0.1, 1e-4, 0.5)
     short = load_config(path, ["epochs=10"])
     assert short["label_smoothing"] == pytest.approx(0.1 / 3)
-    assert short["weight_decay"] == pytest.approx(1e-4 / 3) and short["flip"] == pytest.approx(0.5 / 3)
-    assert short["dropout"] == 0.0  # dropout falls faster: none at half of reg_epochs or less
-    assert load_config(path, ["epochs=20"])["dropout"] == pytest.approx(0.1)  # 2 * 20 / 30 - 1 = 1/3 of it
+    assert short["weight_decay"] == pytest.approx(1e-4 / 3)
+    assert short["dropout"] == 0.0 and short["flip"] == 0.0  # these fall faster: none at half of reg_epochs or less
+    middle = load_config(path, ["epochs=20"])  # 2 * 20 / 30 - 1 = 1/3 of each
+    assert middle["dropout"] == pytest.approx(0.1) and middle["flip"] == pytest.approx(0.5 / 3)
     assert load_config(path, ["epochs=60"])["dropout"] == 0.3  # longer runs keep the values as given
 
 

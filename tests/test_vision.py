@@ -7,7 +7,7 @@ import torch
 from augment import batch_augment
 from cnn import Net
 from config import UserError, load_config
-from data import load_images
+from data import ROOT, load_images
 from experiment import run
 from main import main
 
@@ -85,6 +85,13 @@ def test_flip_sets_the_share_of_mirrored_images():
     for flip in (0.0, 0.2, 1.0):
         out = batch_augment(x, torch.Generator().manual_seed(0), translate=0, flip=flip)
         assert abs((out[:, 0, 0, 0] == 1).float().mean().item() - flip) < 0.04
+
+
+def test_a_short_fashion_run_has_no_flips_and_so_no_augmentation_step():
+    from experiment import make_augment
+    config = lambda epochs: load_config(ROOT / "configs" / "fashion_mlp.toml", [f"epochs={epochs}"])
+    assert config(10)["flip"] == 0.0 and make_augment(config(10)) is None
+    assert config(30)["flip"] == 0.5 and make_augment(config(30)) is not None
 
 
 def test_cnn_maps_a_batch_of_images_to_class_scores():
