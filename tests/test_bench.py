@@ -23,6 +23,7 @@ def test_quick_bench_writes_json_and_markdown_with_every_system(imdb_dir, fashio
     assert ("sentiment_features", "cold") in systems and ("sentiment_features", "cached") in systems
     cnn = [r for r in result["rows"] if r["task"] == "cifar10_cnn"]
     assert cnn and all(r["achieved_gflops"] > 0 and r["samples_per_s"] > 0 for r in cnn)
+    assert all(r["fraction_of_fp32_matmul"] == r["achieved_gflops"] / r["fp32_matmul_gflops"] for r in cnn)
     assert {c["baseline"].split(" (")[0] for c in result["speedups"]} == {"textbook loop", "sklearn MLPClassifier"}
     assert 0 < result["fashion_profile"]["fp32"]["matmul_share"] <= 1
     assert result["fashion_profile"]["fp32"]["matmul_gflops"] > 0
@@ -53,6 +54,27 @@ def test_whole_process_targets_compare_seconds_start_to_finish():
             whole("sklearn MLPClassifier: peers", 19.0, 0.88)]
     found = {c["baseline"]: (round(c["speedup"], 2), c["met"]) for c in speedups(rows)}
     assert found == {"textbook loop: peers": (2.5, True), "sklearn MLPClassifier: peers": (1.9, False)}
+
+
+def test_whole_processes_run_in_turn_and_report_the_median_of_their_rounds(monkeypatch, tmp_path):
+    import bench
+    order, seconds = [], {"toolkit": 10.0, "textbook": 30.0, "sklearn": 20.0}
+
+    def timed(args):  # stands in for a subprocess: writes the run's metrics.json, returns its "seconds"
+        system = "toolkit" if args[0] == "main.py" else args[1]
+        out = Path(args[args.index("--out") + 1])
+        path = out / "fashion_mlp" / "metrics.json" if system == "toolkit" else out / "metrics.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"history": [{"dev_acc": 0.9}]} if system == "toolkit" else {"dev_acc": 0.88}))
+        order.append(system)
+        slow = 3 if len(order) > 3 and len(order) <= 6 else 1  # the second round: a slow spell for all three
+        return seconds[system] * slow
+    monkeypatch.setattr(bench, "whole_run", timed)
+    rows = []
+    bench.bench_fashion_whole(tmp_path, 10, rows, [], rounds=3)
+    assert order == ["toolkit", "textbook", "sklearn"] * 3
+    assert [r["seconds"] for r in rows] == [10.0, 30.0, 20.0]  # the median leaves the slow round out
+    assert rows[0]["seconds_runs"] == [10.0, 30.0, 10.0] and [r["accuracy"] for r in rows] == [0.9, 0.88, 0.88]
 
 
 def test_quick_bench_on_a_cpu_without_native_bf16_skips_bf16_and_says_so(imdb_dir, fashion_dir, cifar_dir, tmp_path):
