@@ -9,7 +9,7 @@
    10 epochs, against tools/fashion_peers.py's textbook loop and MLPClassifier, the three in turn, three times.
 2. Sentiment: TF-IDF featurization cold and cached, and training samples per second.
 3. CIFAR-10 CNN: training images per second and achieved GFLOP/s (FLOPs from FlopCounterMode), beside
-   this machine's matmul GFLOP/s measured in the same run.
+   this machine's fp32 matmul GFLOP/s measured just before each row.
 """
 import contextlib
 import json
@@ -278,7 +278,8 @@ def markdown(result):
              "| task | system | epochs | seconds | samples/s | accuracy (dev) | GFLOP/s |", "|---" * 7 + "|"]
     for r in result["rows"]:
         gflops = "" if "achieved_gflops" not in r else \
-            f"{r['achieved_gflops']:.0f} ({r['fraction_of_fp32_matmul']:.0%} of fp32 matmul, {r['fp32_matmul_gflops']:.0f} just before)"
+            f"{r['achieved_gflops']:.0f} ({r['fraction_of_fp32_matmul']:.0%} of fp32 matmul, " \
+            f"{r['fp32_matmul_gflops']:.0f} just before)"
         acc = fmt(r["accuracy"], ".4f")
         if len(r.get("accuracy_runs", [])) > 1:
             acc += f" ({min(r['accuracy_runs']):.4f}-{max(r['accuracy_runs']):.4f})"
