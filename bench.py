@@ -229,8 +229,9 @@ def native_bf16():
 
 def bench_cnn(data_dir, steps, rows, ceiling, sets):
     """Training images/s and GFLOP/s of the config's CNN, in fp32 (and bf16 where native), each against the
-    fp32 matmul ceiling ceiling() measures just before it: this VM's speed moves within minutes (one bench
-    measured its MLP's matmuls at 110% of a ceiling taken ten minutes earlier)."""
+    fp32 matmul ceiling ceiling() measures just before it, not the one from the bench's start ten minutes
+    earlier: this VM's speed moves within minutes (one bench measured its MLP's matmuls at 110% of that
+    start-of-bench ceiling, a few minutes after it)."""
     config = load_config(ROOT / "configs" / "cifar10_cnn.toml", sets)
     data = load_task(config, data_dir, torch.device("cpu"))
     for amp in (False, True) if native_bf16() else (False,):
