@@ -98,10 +98,8 @@ def bench_fashion(data_dir, epochs, seeds, rows, sets):
         for name, fn in systems.items():
             runs[name].append(fn(seed))
     n = len(data["train"][1]) * epochs
-    for name, results in runs.items():
-        seconds, accs = sorted(s for s, _ in results)[len(results) // 2], [a for _, a in results]
-        r = row("fashion_mlp", name, epochs, seconds, n, sum(accs) / len(accs))  # median seconds, mean accuracy
-        rows.append({**r, "seeds": list(seeds), "seconds_runs": [s for s, _ in results], "accuracy_runs": accs})
+    rows.extend({**repeated_row("fashion_mlp", name, epochs, results, n), "seeds": list(seeds)}
+                for name, results in runs.items())
     return {("bf16" if amp else "fp32"): profile_matmuls({**toolkit, "amp": amp}, data)
             for amp in ([False, True] if bf16 else [False])}
 
@@ -139,10 +137,7 @@ def bench_fashion_whole(data_dir, epochs, rows, sets, rounds=3):
             for i, (name, (command, accuracy)) in enumerate(systems.items()):
                 out = f"{tmp}/{i}-{r}"
                 runs[name].append((whole_run(command(out)), accuracy(out)))
-    for name, results in runs.items():
-        seconds, accs = sorted(s for s, _ in results)[len(results) // 2], [a for _, a in results]
-        rows.append({**row("fashion_whole", name, epochs, seconds, None, sum(accs) / len(accs)),
-                     "seconds_runs": [s for s, _ in results], "accuracy_runs": accs})
+    rows.extend(repeated_row("fashion_whole", name, epochs, results) for name, results in runs.items())
 
 
 def bench_sentiment(data_dir, rows, sets):
@@ -253,6 +248,13 @@ def bench_cnn(data_dir, steps, rows, ceiling, sets):
 def row(task, system, epochs, seconds, samples, accuracy):
     return {"task": task, "system": system, "epochs": epochs, "seconds": seconds,
             "samples_per_s": samples / seconds if samples else None, "accuracy": accuracy}
+
+
+def repeated_row(task, system, epochs, results, samples=None):
+    """A row of repeated runs [(seconds, accuracy), ...]: median seconds, mean accuracy, and every run's."""
+    seconds, accs = sorted(s for s, _ in results)[len(results) // 2], [a for _, a in results]
+    return {**row(task, system, epochs, seconds, samples, sum(accs) / len(accs)),
+            "seconds_runs": [s for s, _ in results], "accuracy_runs": accs}
 
 
 def speedups(rows):
