@@ -168,13 +168,13 @@ def make_step(config, data):
     optimizer = make_optimizer(model, config, torch.device("cpu"))
     scaler = torch.amp.GradScaler("cpu", enabled=False)  # loss scaling is for fp16 on GPUs only
     criterion = nn.CrossEntropyLoss(label_smoothing=config["label_smoothing"])
-    augment = make_augment(config) or (lambda xb, gen: xb)
+    augment = make_augment(config, len(y)) or (lambda xb, gen, idx, epoch: xb)
     gen = torch.Generator().manual_seed(0)
     bs = config["batch_size"]
 
     def step(i):
         idx = torch.arange(i * bs, (i + 1) * bs) % len(y)
-        train_step(model, optimizer, scaler, criterion, augment(x[idx], gen), y[idx], config["amp"])
+        train_step(model, optimizer, scaler, criterion, augment(x[idx], gen, idx, 1), y[idx], config["amp"])
     return step
 
 

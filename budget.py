@@ -42,7 +42,7 @@ def measure_step(model, data, config, augment=None, steps=4):
                 torch.cuda.synchronize(x.device)
             start = time.perf_counter()
         idx = torch.randint(0, x.shape[0], (size,), device=x.device, generator=gen)
-        xb = take(x, idx) if augment is None else augment(take(x, idx), gen)
+        xb = take(x, idx) if augment is None else augment(take(x, idx), gen, idx, 1)
         train_step(model, optimizer, scaler, criterion, xb, y[idx], config["amp"])
     if x.device.type == "cuda":
         torch.cuda.synchronize(x.device)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 import ranks
-from augment import batch_augment
+from augment import alternating_flips, batch_augment
 from checkpoint import changed_keys, saved_config
 from cnn import init_whitening, make_cnn
 from config import UserError
@@ -242,8 +242,8 @@ def run(config, data_dir=None, out_root="runs", resume=False, overwrite=False, f
         if config["model"] == "logreg":
             metrics = fit_fixed(model, data, config, out_dir, extra)
         else:
-            metrics = fit(model, data, config, out_dir, augment=make_augment(config), extra=extra, resume=resume,
-                          started=start)
+            augment = make_augment(config, len(data["train"][1]))
+            metrics = fit(model, data, config, out_dir, augment=augment, extra=extra, resume=resume, started=start)
         if config["refit"] and metrics["best_epoch"] is not None:
             metrics = refit_run(config, data, out_dir, metrics)
     return {**metrics, "run_dir": str(out_dir)}
@@ -257,18 +257,24 @@ def refit_run(config, data, out_dir, metrics):
     model = place(build_model(config, data["meta"]["input_dim"]), config, both["train"][0].device)
     init_from_data(model, config, both)
     epochs = 0 if config["model"] == "logreg" else metrics["best_epoch"]
-    metrics = {**metrics, "refit": refit(model, both, config, epochs, out_dir, augment=make_augment(config))}
+    augment = make_augment(config, len(both["train"][1]))
+    metrics = {**metrics, "refit": refit(model, both, config, epochs, out_dir, augment=augment)}
     metrics["seconds"] += metrics["refit"]["seconds"]
     if ranks.is_main():
         write_json(out_dir / "metrics.json", metrics)
     return metrics
 
 
-def make_augment(config):
-    """augment(xb, generator) for the loop, or None: flips and shifts of whole image batches when configured."""
+def make_augment(config, n):
+    """augment(xb, generator, idx, epoch) for the loop, or None: flips and shifts of whole image batches
+    when configured; idx are the batch's rows of the n training images, which alternating flips need."""
     if not config["augment"] or config["task"] == "sentiment" or config["flip"] == 0 and config["translate"] == 0:
         return None  # nothing to draw: a short Fashion run (no flips) pays nothing for augmentation
-    return lambda xb, gen: batch_augment(xb, gen, config["translate"], config["flip"])
+    if config["alternate_flip"] and config["flip"] > 0:
+        flips = alternating_flips(n, config["seed"])
+        return lambda xb, gen, idx, epoch: batch_augment(xb, gen, config["translate"], mirrored=flips(idx, epoch),
+                                                         pad=config["pad"])
+    return lambda xb, gen, idx, epoch: batch_augment(xb, gen, config["translate"], config["flip"], pad=config["pad"])
 
 
 def load_checkpoint(run_dir):

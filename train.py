@@ -298,7 +298,7 @@ def train_one_epoch(state, step_model, train, config, augment, stop, last_path):
         mine = ranks.shard(idx)
         xb, yb = take(x, mine), y[mine]
         if augment is not None:
-            xb = augment(xb, state.gen)
+            xb = augment(xb, state.gen, mine, state.epoch)
         # DDP averages the ranks' gradients; each rank's summed loss over (global batch / ranks) makes that
         # average the global batch's mean gradient, however unevenly the last batch splits
         share = len(idx) / world
@@ -350,7 +350,7 @@ def end_epoch(state, data, config, t0, out_dir):
 def fit(model, data, config, out_dir, augment=None, extra=None, resume=False, started=None):
     """Train, keep the best-on-dev weights, test them, write OUT files (rank 0); return the metrics dict.
 
-    augment(xb, generator) -> xb runs on each training batch (whole-batch, on the device). resume=True
+    augment(xb, generator, idx, epoch) -> xb runs on each training batch (whole-batch, on the device). resume=True
     continues from out_dir/last.pt. Ctrl-C or SIGTERM saves last.pt after the current step and raises
     Interrupted; a non-finite loss ends the run early with "diverged" in metrics.json. Under torchrun the
     ranks train one model data-parallel on slices of config's (global) batch_size. With budget_minutes the

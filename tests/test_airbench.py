@@ -98,3 +98,22 @@ def test_the_airbench_recipe_trains_and_an_interrupted_run_resumes_exactly(cifar
     resumed = run(config, cifar_dir, tmp_path / "split", resume=True)
     assert without_seconds(resumed) == without_seconds(whole)
     assert (tmp_path / "split/cnn/submission.csv").read_text() == (tmp_path / "whole/cnn/submission.csv").read_text()
+
+
+def test_the_loop_hands_alternating_flips_every_training_row_once_an_epoch_with_its_epoch(cifar_dir, tmp_path,
+                                                                                          monkeypatch):
+    import experiment
+    calls, real = [], experiment.alternating_flips
+
+    def recording(n, seed):
+        mirrored = real(n, seed)
+        calls.append(n)
+        return lambda idx, epoch: calls.append((idx.clone(), epoch)) or mirrored(idx, epoch)
+    monkeypatch.setattr(experiment, "alternating_flips", recording)
+    run(load_config(None, settings(alternate_flip=True)), cifar_dir, tmp_path)
+    n, batches = calls[0], calls[1:]
+    assert n == 150  # the 200 images less 50 for dev
+    for epoch in (1, 2):
+        rows = torch.cat([idx for idx, e in batches if e == epoch])
+        assert torch.equal(rows.sort().values, torch.arange(n))
+    assert [e for _, e in batches] == sorted(e for _, e in batches)

@@ -80,6 +80,16 @@ def test_translation_moves_an_image_by_at_most_the_given_pixels():
     assert len(set(zip(rows.tolist(), cols.tolist()))) > 5
 
 
+def test_reflect_padding_shifts_in_the_image_mirrored_at_its_edge_and_zeros_shift_in_zeros():
+    x = torch.arange(1.0, 17.0).reshape(1, 1, 4, 4).repeat(64, 1, 1, 1)  # no zeros inside the image
+    zeros = batch_augment(x, torch.Generator().manual_seed(0), translate=1, flip=0.0)
+    reflect = batch_augment(x, torch.Generator().manual_seed(0), translate=1, flip=0.0, pad="reflect")
+    assert (zeros == 0).any() and not (reflect == 0).any()
+    moved = (zeros == 0).flatten(1).any(1)  # the same draws: the same images moved
+    assert torch.equal(moved, ~(reflect == x).flatten(1).all(1))
+    assert set(reflect.unique().tolist()) <= set(x.unique().tolist())  # only the image's own pixels
+
+
 def test_flip_sets_the_share_of_mirrored_images():
     x = torch.arange(2.0).repeat(1000, 1, 1, 1)  # [1000, 1, 1, 2] rows (0, 1); mirrored rows are (1, 0)
     for flip in (0.0, 0.2, 1.0):
@@ -87,11 +97,27 @@ def test_flip_sets_the_share_of_mirrored_images():
         assert abs((out[:, 0, 0, 0] == 1).float().mean().item() - flip) < 0.04
 
 
+def test_alternating_flips_show_every_image_both_ways_in_each_two_epochs():
+    from experiment import make_augment
+    config = load_config(None, ["task='cifar10'", "augment=true", "alternate_flip=true", "translate=0"])
+    augment = make_augment(config, 1000)
+    x = torch.arange(2.0).repeat(1000, 1, 1, 1)  # [1000, 1, 1, 2] rows (0, 1); mirrored rows are (1, 0)
+    idx = torch.randperm(1000)
+    mirrored = lambda epoch, rows: augment(x[rows], torch.Generator(), rows, epoch)[:, 0, 0, 0] == 1
+    first, second, third = (mirrored(epoch, idx) for epoch in (1, 2, 3))
+    assert abs(first.float().mean().item() - 0.5) < 0.05  # a random half, fixed by the seed...
+    assert torch.equal(second, ~first) and torch.equal(third, first)  # ...then the other half, and back
+    assert torch.equal(mirrored(1, idx[:100]), first[:100])  # the image decides, not its batch
+    other = make_augment(load_config(None, ["task='cifar10'", "augment=true", "alternate_flip=true",
+                                            "translate=0", "seed=1"]), 1000)
+    assert not torch.equal(other(x[idx], torch.Generator(), idx, 1)[:, 0, 0, 0] == 1, first)
+
+
 def test_a_short_fashion_run_has_no_flips_and_so_no_augmentation_step():
     from experiment import make_augment
     config = lambda epochs: load_config(ROOT / "configs" / "fashion_mlp.toml", [f"epochs={epochs}"])
-    assert config(10)["flip"] == 0.0 and make_augment(config(10)) is None
-    assert config(30)["flip"] == 0.5 and make_augment(config(30)) is not None
+    assert config(10)["flip"] == 0.0 and make_augment(config(10), 100) is None
+    assert config(30)["flip"] == 0.5 and make_augment(config(30), 100) is not None
 
 
 def test_cnn_maps_a_batch_of_images_to_class_scores():

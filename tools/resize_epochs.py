@@ -30,14 +30,14 @@ def noting_the_epoch(state, *args, **kwargs):
     return train_one_epoch(state, *args, **kwargs)
 
 
-def small_early(x, gen, translate=2, flip=0.5):
+def small_early(x, gen, translate=2, flip=0.5, **kw):  # kw: mirrored, pad
     if epoch[0] > early:
-        return augment.batch_augment(x, gen, translate, flip)
+        return augment.batch_augment(x, gen, translate, flip, **kw)
     if mode == "resize":
-        x = augment.batch_augment(x, gen, translate, flip)
+        x = augment.batch_augment(x, gen, translate, flip, **kw)
         return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True).contiguous(
             memory_format=torch.channels_last)
-    return augment.batch_augment(x, gen, translate, flip, size=size)  # crop
+    return augment.batch_augment(x, gen, translate, flip, size=size, **kw)  # crop
 
 
 train.train_one_epoch, experiment.batch_augment = noting_the_epoch, small_early
