@@ -270,11 +270,9 @@ def make_augment(config, n):
     when configured; idx are the batch's rows of the n training images, which alternating flips need."""
     if not config["augment"] or config["task"] == "sentiment" or config["flip"] == 0 and config["translate"] == 0:
         return None  # nothing to draw: a short Fashion run (no flips) pays nothing for augmentation
-    if config["alternate_flip"] and config["flip"] > 0:
-        flips = alternating_flips(n, config["seed"])
-        return lambda xb, gen, idx, epoch: batch_augment(xb, gen, config["translate"], mirrored=flips(idx, epoch),
-                                                         pad=config["pad"])
-    return lambda xb, gen, idx, epoch: batch_augment(xb, gen, config["translate"], config["flip"], pad=config["pad"])
+    flips = alternating_flips(n, config["seed"]) if config["alternate_flip"] and config["flip"] > 0 else None
+    return lambda xb, gen, idx, epoch: batch_augment(xb, gen, config["translate"], config["flip"], pad=config["pad"],
+                                                     mirrored=flips(idx, epoch) if flips else None)
 
 
 def load_checkpoint(run_dir):
