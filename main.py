@@ -147,8 +147,7 @@ def dispatch(args):
     if args.command == "run":
         from config import load_config
         config = load_config(args.config, args.set)
-    if config is None or config["task"] != "cifar10":
-        huge_pages()
+    set_allocator(config["task"] if config else None)
     if getattr(args, "deterministic", False):
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it to be deterministic
         import torch
@@ -181,6 +180,15 @@ def dispatch(args):
             print_result(run_or_skip(config, args.data_dir, Path(args.out)), Path(args.out) / config["name"])
 
 
+def set_allocator(task):
+    """CPU memory for a command training `task` (None: several or none), before torch allocates: CIFAR-10's
+    convolutions keep their freed activations, everything else runs on transparent huge pages."""
+    if task == "cifar10":
+        keep_freed_memory()
+    else:
+        huge_pages()
+
+
 def huge_pages():
     """PyTorch puts CPU tensors of 2 MB and more on transparent huge pages when THP_MEM_ALLOC_ENABLE=1, read
     once at its first allocation, so this only helps before torch loads. The sentiment MLP frees and
@@ -190,6 +198,24 @@ def huge_pages():
     `make run`: a small price beside the sweep's gain), but the bf16 CNN lost ~7% (553 vs 596 images/s,
     8 alternated runs), so CIFAR-10 runs leave it off. A value already in the environment wins."""
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
+
+def keep_freed_memory():
+    """Freed memory stays in the process for the next training step: glibc's malloc then maps no block of
+    its own for a large allocation and trims the heap only past 2 GB free. By default each CNN activation
+    over 32 MB (a conv's output at batch 512) is mapped afresh, returned when freed, and faulted in again,
+    zeroed, 4 KB at a time, on every step: a 12-minute CIFAR-10 run on a 2-core Zen 4 took 111 M page faults
+    and 272 s of system time beside 1,054 s of user time, and 0.8 M and 9 s with this (hw3.md, Part 3).
+    PyTorch's huge pages (huge_pages) cost the bf16 CNN 7% on the Xeon of an earlier session. Without glibc
+    (macOS, Windows) nothing is done."""
+    if sys.platform == "linux":
+        import ctypes
+        try:
+            libc = ctypes.CDLL(None)
+            libc.mallopt(-4, 0)  # M_MMAP_MAX
+            libc.mallopt(-1, 2**31 - 1)  # M_TRIM_THRESHOLD
+        except (OSError, AttributeError):  # a libc without mallopt
+            pass
 
 
 # ---------------------------------------------------------------- the same experiments as Python functions
@@ -235,8 +261,7 @@ def run_config(config, data_dir=None, out="runs", epochs=None, device=None, forc
     from config import load_config
     path = Path(config) if Path(config).is_file() else Path(__file__).resolve().parent / config
     config = load_config(path, as_overrides(dict(epochs=epochs, device=device, **settings)))
-    if config["task"] != "cifar10":
-        huge_pages()
+    set_allocator(config["task"])
     from explore import run_or_skip
     metrics = run_or_skip(config, data_dir, Path(out), force)
     print_result(metrics, Path(out) / config["name"])

@@ -1,14 +1,17 @@
 """main.py's experiment functions, called from Python as the homework skeleton does, and the pieces they
 rely on: max_train, skipping finished runs, quiet progress bars off a terminal, a --help that loads no torch."""
 import json
+import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 
 import main
 from config import UserError, load_config
+from data import ROOT
 from experiment import load_task
 from progress import progress_bar
 from train import pick_device
@@ -73,3 +76,31 @@ def test_progress_bar_draws_on_a_terminal(monkeypatch, capsys):
     for _ in progress_bar(range(5), "shown"):
         pass
     assert "shown" in capsys.readouterr().err
+
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc's malloc only")
+@pytest.mark.parametrize("keep", [True, False])
+def test_training_steps_reuse_kept_freed_memory_without_faulting_its_pages_in_again(keep):
+    # a conv layer's activations at batch 512 are 64 MB: glibc maps blocks that large afresh on every step
+    # (16,384 zeroed 4 KB pages each) unless main.keep_freed_memory keeps them, as CIFAR-10 runs do
+    code = textwrap.dedent(f"""
+        import resource, torch, main
+        import torch.nn.functional as F
+        if {keep}:
+            main.keep_freed_memory()
+        net = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(4),
+                                  torch.nn.Flatten(), torch.nn.Linear(32 * 8 * 8, 10))
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
+        x, y = torch.randn(512, 3, 32, 32), torch.randint(0, 10, (512,))
+        for i in range(8):
+            if i == 3:
+                before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            optimizer.zero_grad()
+            F.cross_entropy(net(x), y).backward()
+            optimizer.step()
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)""")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
+                          env={**os.environ, "THP_MEM_ALLOC_ENABLE": "0"})
+    faults = int(done.stdout.split()[-1])  # in 5 steps
+    assert (faults < 20_000) if keep else (faults > 100_000), faults
