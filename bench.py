@@ -27,7 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import experiment
 from config import load_config
 from data import ROOT, resolve_data_dir
-from experiment import build_model, init_from_data, load_task, make_augment, place, run
+from experiment import as_trained, build_model, init_from_data, load_task, make_augment, place, run
 from files import write_json, write_text
 from tools.fashion_peers import mlp_classifier, textbook_loop
 from train import amp_dtype, make_optimizer, train_step
@@ -230,7 +230,8 @@ def bench_cnn(data_dir, steps, rows, ceiling, sets):
     config = load_config(ROOT / "configs" / "cifar10_cnn.toml", sets)
     data = load_task(config, data_dir, torch.device("cpu"))
     for amp in (False, True) if native_bf16() else (False,):
-        step = make_step({**config, "amp": amp}, data)
+        trained = as_trained({**config, "amp": amp}, torch.device("cpu"))  # the net a run trains: bf16, amp_widths
+        step = make_step(trained, data)
         flops = step_flops(step)[0]  # the dtype does not change the count
         matmul = ceiling()
         step(1)
@@ -239,7 +240,8 @@ def bench_cnn(data_dir, steps, rows, ceiling, sets):
             step(i)
         seconds = time.perf_counter() - start
         precision = "bf16 autocast" if amp_dtype(torch.device("cpu"), amp) == torch.bfloat16 else "fp32"
-        r = row("cifar10_cnn", f"toolkit, {precision}", None, seconds, steps * config["batch_size"], None)
+        r = row("cifar10_cnn", f"toolkit, {precision}, widths {trained['widths']}", None, seconds,
+                steps * config["batch_size"], None)
         r["achieved_gflops"] = flops * steps / seconds / 1e9
         r["fp32_matmul_gflops"], r["fraction_of_fp32_matmul"] = matmul, r["achieved_gflops"] / matmul
         rows.append(r)

@@ -26,6 +26,8 @@ DEFAULTS = dict(
     C=0.1,                   # model logreg: inverse L2 strength of scikit-learn's LogisticRegression
     # CNN (CIFAR-10)
     widths=[64, 128, 256],   # channels of the stem, then of each conv group (each halves the resolution)
+    amp_widths=[],           # widths instead, where `amp` runs (a CPU with native bf16, a GPU): there about twice
+                             # the images/s buy a wider net within a time budget; [] = widths
     whiten=False,            # stem = fixed 2x2 patch-whitening conv from the training images (widths[0] = 24)
     bn_scale=True,           # false: batch norm scales fixed at 1, only shifts trained (airbench)
     bn_momentum=0.1,         # weight of each batch in batch norm's running statistics (torch's convention)
@@ -132,7 +134,7 @@ def check_value(key, value, where):
         if (lo is not None and (value < lo if lo_inclusive else value <= lo)) or (hi is not None and value > hi):
             bound = f"{'>=' if lo_inclusive else '>'} {lo}" + (f" and <= {hi}" if hi is not None else "")
             raise UserError(f"{where}: '{key}' = {value!r} is out of range (must be {bound})")
-    if key in ("hidden_dims", "widths") and any(v < 1 for v in value):
+    if key in ("hidden_dims", "widths", "amp_widths") and any(v < 1 for v in value):
         raise UserError(f"{where}: '{key}' = {value!r}: every size must be >= 1")
     if key == "widths" and not value:
         raise UserError(f"{where}: 'widths' must name at least one conv group")
@@ -178,9 +180,10 @@ def load_config(path=None, overrides=(), last=None):
         config = {**config, **scaled_regularisation(config)}
     if config["model"] == "cnn" and config["task"] != "cifar10":
         raise UserError(f"config '{config['name']}': model 'cnn' needs task 'cifar10', got '{config['task']}'")
-    if config["model"] == "cnn" and config["whiten"] and config["widths"][0] != 24:
-        raise UserError(f"config '{config['name']}': whiten = true needs widths[0] = 24 (the whitening stem's "
-                        f"channels), got widths = {config['widths']}")
+    for key in ("widths", "amp_widths"):
+        if config["model"] == "cnn" and config["whiten"] and config[key] and config[key][0] != 24:
+            raise UserError(f"config '{config['name']}': whiten = true needs {key}[0] = 24 (the whitening stem's "
+                            f"channels), got {key} = {config[key]}")
     if (config["model"] == "logreg" or config["interpolate"] > 0) and (config["task"], config["features"]) != (
             "sentiment", "nb"):
         what = "model 'logreg'" if config["model"] == "logreg" else f"interpolate = {config['interpolate']}"

@@ -19,7 +19,7 @@ from faults import in_run
 from files import write_json, write_submission
 from folders import clear, hold, new_run_dir
 from mlp import Interpolated, SentimentClassifier, initialize, make_activation
-from train import evaluate, fit, fit_fixed, join_rows, pick_device, plot_dev_predictions, refit
+from train import amp_dtype, evaluate, fit, fit_fixed, join_rows, pick_device, plot_dev_predictions, refit
 
 _loaded = {}  # a sweep loads and featurizes once; later configs with the same data settings reuse it
 
@@ -101,6 +101,15 @@ def load_task(config, data_dir, device):
         loader = load_sentiment if config["task"] == "sentiment" else load_vision
         _loaded[key] = loader(config, data_dir, device)
     return _loaded[key]
+
+
+def as_trained(config, device):
+    """config as it trains on device: a CNN's amp_widths become its widths where autocast runs (a CPU with
+    native bf16, a GPU), else they are left unused. run() trains, saves and compares this config, so
+    model.pt, metrics.json, --resume and a sweep's skipping of finished runs all name the net trained."""
+    if config["model"] == "cnn" and config["amp_widths"] and amp_dtype(device, config["amp"]):
+        return {**config, "widths": config["amp_widths"]}
+    return config
 
 
 def build_model(config, input_dim):
@@ -231,6 +240,7 @@ def run(config, data_dir=None, out_root="runs", resume=False, overwrite=False, f
         raise UserError(f"config '{config['name']}': {e}") from None
     again = "run the same command again: it resumes" if fixed else "add --resume to continue"
     device = pick_device(config["device"])
+    config = as_trained(config, device)
     ranks.setup(device)  # under torchrun: join the other ranks (once per process)
     with shared_run_dir(out_root, config, resume, overwrite, fixed) as out_dir, in_run(out_dir, config, again):
         data = load_task(config, data_dir, device)

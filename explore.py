@@ -12,7 +12,8 @@ import ranks
 from checkpoint import changed_keys
 from config import load_config
 from data import ROOT
-from experiment import run
+from experiment import as_trained, run
+from train import pick_device
 from files import write_csv
 from folders import hold
 from plots import plot_spread, visualize_configs, visualize_epochs
@@ -48,6 +49,7 @@ def hold_sweep(sweep_dir):
 def run_or_skip(config, data_dir, sweep_dir, force=False):
     """A sweep re-run skips configurations already finished (same config hash) unless force, and resumes
     an interrupted one from its last.pt (also one whose last writes failed after its metrics.json)."""
+    config = as_trained(config, pick_device(config["device"]))  # what run() compares and saves
     out_dir = sweep_dir / config["name"]
     resume = not force and (out_dir / "last.pt").is_file()
     if not force and not resume and (out_dir / "metrics.json").is_file():

@@ -117,3 +117,23 @@ def test_the_loop_hands_alternating_flips_every_training_row_once_an_epoch_with_
         rows = torch.cat([idx for idx, e in batches if e == epoch])
         assert torch.equal(rows.sort().values, torch.arange(n))
     assert [e for _, e in batches] == sorted(e for _, e in batches)
+
+
+@pytest.mark.parametrize("autocast, trained", [(torch.bfloat16, [24, 16, 32]), (None, [24, 8, 16])])
+def test_amp_widths_are_the_net_trained_saved_and_recognised_as_finished_where_autocast_runs(
+        cifar_dir, tmp_path, monkeypatch, capsys, autocast, trained):
+    import experiment
+    from explore import run_or_skip
+    monkeypatch.setattr(experiment, "amp_dtype", lambda device, enabled: autocast if enabled else None)
+    config = load_config(None, settings(amp_widths=[24, 16, 32], amp=True, epochs=1))
+    assert run(config, cifar_dir, tmp_path)["config"]["widths"] == trained
+    model, checkpoint = experiment.load_checkpoint(tmp_path / "cnn")  # what predict builds from model.pt
+    head = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][0]
+    assert checkpoint["config"]["widths"] == trained and head.in_features == trained[-1]
+    run_or_skip(config, cifar_dir, tmp_path)
+    assert "finished before, skipped" in capsys.readouterr().out
+
+
+def test_amp_widths_need_a_24_channel_stem_too():
+    with pytest.raises(UserError, match=r"whiten = true needs amp_widths\[0\] = 24.*\[32, 64\]"):
+        load_config(None, settings(amp_widths=[32, 64]))
