@@ -13,10 +13,10 @@ from checkpoint import changed_keys
 from config import load_config
 from data import ROOT
 from experiment import as_trained, run
-from train import pick_device
 from files import write_csv
 from folders import hold
 from plots import plot_spread, visualize_configs, visualize_epochs
+from train import pick_device
 
 SENTIMENT_BASE = ROOT / "configs" / "sentiment_mlp.toml"
 SENTIMENT_LINEAR = ROOT / "configs" / "sentiment_logreg.toml"  # the baseline row of every sentiment sweep
