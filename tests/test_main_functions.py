@@ -93,8 +93,8 @@ def test_training_steps_reuse_kept_freed_memory_without_faulting_its_pages_in_ag
                                   torch.nn.Flatten(), torch.nn.Linear(32 * 8 * 8, 10))
         optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
         x, y = torch.randn(512, 3, 32, 32), torch.randint(0, 10, (512,))
-        for i in range(8):
-            if i == 3:
+        for i in range(10):
+            if i == 5:
                 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             optimizer.zero_grad()
             F.cross_entropy(net(x), y).backward()
@@ -103,4 +103,5 @@ def test_training_steps_reuse_kept_freed_memory_without_faulting_its_pages_in_ag
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
                           env={**os.environ, "THP_MEM_ALLOC_ENABLE": "0"})
     faults = int(done.stdout.split()[-1])  # in 5 steps
-    assert (faults < 20_000) if keep else (faults > 100_000), faults
+    # without: ~98,000 a step; kept: at most a heap extension or two in all (2,048 and 32,769 seen)
+    assert (faults < 50_000) if keep else (faults > 250_000), faults
