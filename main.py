@@ -205,7 +205,7 @@ def keep_freed_memory():
     its own for a large allocation and trims the heap only past 2 GB free. By default each CNN activation
     over 32 MB (a conv's output at batch 512) is mapped afresh, returned when freed, and faulted in again,
     zeroed, 4 KB at a time, on every step: a 12-minute CIFAR-10 run on a 2-core Zen 4 took 111 M page faults
-    and 272 s of system time beside 1,054 s of user time, and 0.76 M and 8 s with this (hw3.md, Part 3).
+    and 273 s of system time beside 1,054 s of user time, and 0.76 M and 8 s with this (hw3.md, Part 3).
     PyTorch's huge pages (huge_pages) cost the bf16 CNN 7% on the Xeon of an earlier session. Without glibc
     (macOS, Windows) nothing is done."""
     if sys.platform == "linux":
