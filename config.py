@@ -39,9 +39,13 @@ DEFAULTS = dict(
                              # the whole run ends within this many minutes (budget.py); 0 = off
     batch_size=256,          # examples per step
     lr=1e-3,                 # peak learning rate (per step, not scaled by batch size)
-    optimizer="adam",        # sgd | momentum | nesterov | adam | adamw
+    optimizer="adam",        # sgd | momentum | nesterov | adam | adamw | muon (cnn: Muon on the conv filters,
+                             # Nesterov SGD at lr on the rest; muon.py)
     momentum=0.9,            # for momentum/nesterov; beta1 for adam/adamw
     weight_decay=0.0,        # L2 (sgd/adam) or decoupled (adamw)
+    muon_lr=0.24,            # optimizer muon: the filters' lr per step; an orthogonalized update has singular
+                             # values ~1 whatever the loss scale or batch size (airbench94_muon: 0.24 at batch 2,000)
+    muon_momentum=0.6,       # optimizer muon: the filters' Nesterov momentum (airbench94_muon's)
     bias_lr=1.0,             # batch-norm parameters get lr * bias_lr and weight_decay / bias_lr (the same
                              # decay per step); airbench: 64
     lookahead=False,         # airbench's lookahead: every 5 steps the weights move to an EMA of themselves
@@ -90,7 +94,7 @@ CHOICES = dict(
     model={"mlp", "cnn", "logreg"},
     features={"tfidf", "nb"},
     init={"default", "zeros", "constant", "normal", "xavier", "kaiming"},
-    optimizer={"sgd", "momentum", "nesterov", "adam", "adamw"},
+    optimizer={"sgd", "momentum", "nesterov", "adam", "adamw", "muon"},
     scheduler={"constant", "exponential", "cosine", "onecycle"},
     pad={"zeros", "reflect"},
     device={"auto", "cpu", "cuda", "mps"},
@@ -104,7 +108,8 @@ RANGES = dict(
     min_df=(1, None, True), max_features=(0, None, True), dev_block=(1, None, True),
     interpolate=(0, 1, True), C=(0, None, False), budget_minutes=(0, None, True), translate=(0, 16, True),
     tta_shift=(0, 8, True), ema=(0, 1, True), bn_momentum=(0, 1, True), logit_scale=(0, None, False),
-    bias_lr=(0, None, False), flip=(0, 1, True), reg_epochs=(0, None, True),
+    bias_lr=(0, None, False), flip=(0, 1, True), reg_epochs=(0, None, True), muon_lr=(0, None, False),
+    muon_momentum=(0, 1, True),
 )
 
 
@@ -180,6 +185,9 @@ def load_config(path=None, overrides=(), last=None):
         config = {**config, **scaled_regularisation(config)}
     if config["model"] == "cnn" and config["task"] != "cifar10":
         raise UserError(f"config '{config['name']}': model 'cnn' needs task 'cifar10', got '{config['task']}'")
+    if config["optimizer"] == "muon" and config["model"] != "cnn":
+        raise UserError(f"config '{config['name']}': optimizer 'muon' needs model 'cnn' (it orthogonalizes conv "
+                        f"filters), got model '{config['model']}'")
     for key in ("widths", "amp_widths"):
         if config["model"] == "cnn" and config["whiten"] and config[key] and config[key][0] != 24:
             raise UserError(f"config '{config['name']}': whiten = true needs {key}[0] = 24 (the whitening stem's "

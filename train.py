@@ -24,6 +24,7 @@ from checkpoint import Interrupted, config_hash, load_state, rng_states, save_be
     stop_requests
 from config import UserError
 from files import write_json, write_submission
+from muon import Muon
 from progress import progress_bar
 
 
@@ -72,6 +73,8 @@ def make_optimizer(model, config, device):
         params = [{"params": [p for p in params if id(p) not in norms]},
                   {"params": [p for p in params if id(p) in norms], "lr": lr * config["bias_lr"],
                    "weight_decay": wd / config["bias_lr"]}]
+    if name == "muon":
+        return Muon(Muon.make_groups(params, config["muon_lr"], config["muon_momentum"]), lr, mom, wd)
     if name in ("sgd", "momentum", "nesterov"):
         return torch.optim.SGD(params, lr=lr, momentum=0.0 if name == "sgd" else mom,
                                nesterov=name == "nesterov", weight_decay=wd)

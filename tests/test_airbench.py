@@ -7,6 +7,7 @@ from config import UserError, load_config
 import train
 from experiment import run
 from test_resume import signal_at_call, without_seconds
+from muon import orthogonalize
 from train import TrainState, lookahead_step, make_optimizer, tta_logits
 
 
@@ -137,3 +138,66 @@ def test_amp_widths_are_the_net_trained_saved_and_recognised_as_finished_where_a
 def test_amp_widths_need_a_24_channel_stem_too():
     with pytest.raises(UserError, match=r"whiten = true needs amp_widths\[0\] = 24.*\[32, 64\]"):
         load_config(None, settings(amp_widths=[32, 64]))
+
+
+def test_orthogonalize_evens_out_a_matrix_spectrum_keeping_its_directions():
+    torch.manual_seed(0)
+    u, _ = torch.linalg.qr(torch.randn(16, 16))
+    v, _ = torch.linalg.qr(torch.randn(72, 16))
+    g = u @ torch.diag(torch.logspace(0, -1, 16)) @ v.T  # a [16, 72] filter-bank step, singular values 1 to 0.1
+    for matrix in (g, g.T):  # wide and tall
+        s = torch.linalg.svdvals(orthogonalize(matrix))
+        assert s.min() > 0.5 and s.max() < 1.5  # a 10x spread brought into airbench's band around 1
+    # U S' V^T: g's own singular directions, only their sizes changed (and all of them positive)
+    inner = u.T @ orthogonalize(g) @ v
+    assert torch.allclose(inner, torch.diag(inner.diagonal()), atol=1e-5) and (inner.diagonal() > 0.5).all()
+
+
+def test_muon_steps_filters_orthogonally_at_fixed_norm_and_everything_else_as_nesterov_sgd():
+    torch.manual_seed(0)
+    net = Net([24, 8, 16], whiten=True, bn_scale=False)
+    config = load_config(None, settings(optimizer="muon", muon_lr=0.1, muon_momentum=0.6, bias_lr=64.0,
+                                        weight_decay=1e-3, lr=0.5, momentum=0.85))
+    optimizer = make_optimizer(net, config, torch.device("cpu"))
+    *rest, filters = optimizer.param_groups
+    assert filters["orthogonal"] and filters["lr"] == 0.1 and filters["momentum"] == 0.6
+    assert {p.dim() for p in filters["params"]} == {4} and len(filters["params"]) == 4  # the whitening conv is fixed
+    assert [g["lr"] for g in rest] == [0.5, 32.0]  # head and whitening bias; batch-norm shifts at bias_lr
+    trained = [p for p in net.parameters() if p.requires_grad]
+    twins = [p.detach().clone().requires_grad_() for p in trained]
+    sgd = torch.optim.SGD([{"params": [t for p, t in zip(trained, twins) if any(p is q for q in g["params"])],
+                            "lr": g["lr"], "weight_decay": g["weight_decay"]} for g in rest],
+                          lr=0.5, momentum=0.85, nesterov=True)
+    conv = filters["params"][0]
+    start, grads = conv.detach().clone(), [[torch.randn_like(p) for p in trained] for _ in range(3)]
+    for step in grads:  # the same gradients for both: the update rules alone are compared
+        for p, t, g in zip(trained, twins, step):
+            p.grad, t.grad = g.clone(), g.clone()
+        optimizer.step()
+        sgd.step()
+        if step is grads[0]:  # first step: rescale, then lr times the orthogonalized (1 + momentum) gradient
+            g = step[[p is conv for p in trained].index(True)]
+            expected = start * len(start) ** 0.5 / start.norm() - 0.1 * orthogonalize(1.6 * g.reshape(len(g), -1)
+                                                                                       ).view_as(g)
+            assert torch.allclose(conv, expected, atol=1e-6)
+    for p, t in zip(trained, twins):
+        if p.dim() == 4:
+            assert p.norm().item() == pytest.approx(len(p) ** 0.5, rel=0.1)  # rescaled before each step
+        else:
+            assert torch.allclose(p, t, atol=1e-6)
+
+
+def test_muon_trains_a_cnn_and_resumes_exactly(cifar_dir, tmp_path, monkeypatch):
+    config = load_config(None, settings(optimizer="muon", bias_lr=64.0, lookahead=True, epochs=3))
+    whole = run(config, cifar_dir, tmp_path / "whole")
+    assert whole["history"][-1]["train_loss"] < whole["history"][0]["train_loss"]
+    signal_at_call(monkeypatch, 6)
+    with pytest.raises(train.Interrupted):
+        run(config, cifar_dir, tmp_path / "split")
+    monkeypatch.undo()
+    assert without_seconds(run(config, cifar_dir, tmp_path / "split", resume=True)) == without_seconds(whole)
+
+
+def test_muon_needs_conv_filters():
+    with pytest.raises(UserError, match="optimizer 'muon' needs model 'cnn'.*'mlp'"):
+        load_config(None, ["task='fashion'", "optimizer='muon'"])
