@@ -25,10 +25,12 @@ _loaded = {}  # a sweep loads and featurizes once; later configs with the same d
 
 
 def image_tensor(x, mean, std, device):
-    """uint8 [N, H, W(, C)] -> normalized float32 [N, C, H, W] on device, converted once for the whole split."""
+    """uint8 [N, H, W(, C)] -> normalized float32 [N, C, H, W] on device, converted once for the whole split:
+    (x / 255 - mean) / std as one converting copy into the output, then a multiply and an add in place."""
     x = torch.from_numpy(x).to(device)
     x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)
-    return ((x.float() / 255 - mean) / std).contiguous()
+    out = torch.empty(x.shape, dtype=torch.float32, device=device)  # contiguous, whatever x's strides
+    return out.copy_(x).mul_(1 / (255 * std)).add_(-mean / std)
 
 
 def channel_stats(x):
