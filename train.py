@@ -5,7 +5,9 @@ a batch is a slice of a shuffled index, so there is no DataLoader and no per-sam
 dense tensor or a sparse CSR matrix (TF-IDF rows); `take` selects rows of either.
 """
 import copy
+import functools
 import importlib.metadata
+import inspect
 import math
 import platform
 import random
@@ -45,7 +47,7 @@ def seed_everything(seed):
 def take(x, idx):
     """Rows idx of a dense tensor or of a sparse CSR matrix, as the same kind of tensor."""
     if x.layout != torch.sparse_csr:
-        return x[idx]
+        return x.index_select(0, idx)  # 2.5x faster than x[idx] on the CPU (0.22 against 0.56 ms for 512 images)
     crow, col, val = x.crow_indices(), x.col_indices(), x.values()
     starts, lengths = crow[idx], crow[idx + 1] - crow[idx]
     new_crow = torch.zeros(len(idx) + 1, dtype=crow.dtype, device=x.device)
@@ -65,6 +67,21 @@ def join_rows(a, b):
                                    check_invariants=False)
 
 
+@functools.cache
+def unguarded(cls):
+    """The torch.optim class cls with its methods that torch.compile must not trace (step, zero_grad,
+    add_param_group, state_dict, load_state_dict) called without their guards, the functions under them
+    (inspect.unwrap); step under no_grad, as its guard runs it. Each guard imports torch._dynamo on its first
+    call: 2.4-2.8 s on a 2-core AVX2 laptop CPU, plus a wrapper per step, 4 s of a 22 s 10-epoch
+    Fashion-MNIST run (issue 15; 18.3-18.8 s without). The loop compiles the model at most, never the
+    optimizer step, so no guard is ever needed here; the updates are the same to the bit (tests)."""
+    methods = {name: inspect.unwrap(getattr(cls, name))
+               for name in ("zero_grad", "add_param_group", "state_dict", "load_state_dict")}
+    raw_step = inspect.unwrap(cls.step)
+    methods["step"] = lambda self, closure=None: torch.no_grad()(raw_step)(self, closure)
+    return type(cls.__name__, (cls,), {**methods, "__doc__": cls.__doc__})
+
+
 def make_optimizer(model, config, device):
     name, lr, wd, mom = config["optimizer"], config["lr"], config["weight_decay"], config["momentum"]
     params = [p for p in model.parameters() if p.requires_grad]
@@ -74,15 +91,15 @@ def make_optimizer(model, config, device):
                   {"params": [p for p in params if id(p) in norms], "lr": lr * config["bias_lr"],
                    "weight_decay": wd / config["bias_lr"]}]
     if name == "muon":
-        return Muon(Muon.make_groups(params, config["muon_lr"], config["muon_momentum"]), lr, mom, wd)
+        return unguarded(Muon)(Muon.make_groups(params, config["muon_lr"], config["muon_momentum"]), lr, mom, wd)
     if name in ("sgd", "momentum", "nesterov"):
-        return torch.optim.SGD(params, lr=lr, momentum=0.0 if name == "sgd" else mom,
-                               nesterov=name == "nesterov", weight_decay=wd)
+        return unguarded(torch.optim.SGD)(params, lr=lr, momentum=0.0 if name == "sgd" else mom,
+                                          nesterov=name == "nesterov", weight_decay=wd)
     # fused Adam is one kernel over all parameters: ~7x faster than the for-each version on the 100M-weight
     # sparse layer here (0.055 s vs 0.38 s a step on 2 cores)
     fused = device.type in ("cpu", "cuda")
     cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
-    return cls(params, lr=lr, betas=(mom, 0.999), weight_decay=wd, fused=fused)
+    return unguarded(cls)(params, lr=lr, betas=(mom, 0.999), weight_decay=wd, fused=fused)
 
 
 def make_scheduler(optimizer, config, steps_per_epoch, total_steps):

@@ -1,10 +1,14 @@
 import csv
+import inspect
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from config import load_config
+from data import ROOT
 from experiment import build_model, load_task, run
 from train import evaluate, join_rows, take
 
@@ -162,3 +166,35 @@ def test_the_one_cycle_schedule_follows_torchs_one_cycle_lr_when_its_length_is_f
         # the same line from 0.04 up to 0.4 and down to 0.0004; torch's reaches each end one step sooner
         assert ours.param_groups[0]["lr"] == pytest.approx(theirs.param_groups[0]["lr"], abs=0.4 * 0.9 / 24)
         ours.step(), theirs.step(), mine.step(), torch_one.step()
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd", "momentum", "nesterov"])
+def test_the_loops_optimizers_update_as_torch_optims_do_to_the_bit(optimizer):
+    from train import make_optimizer
+    config = load_config(None, [f"optimizer='{optimizer}'", "lr=0.01", "weight_decay=0.01", "momentum=0.9"])
+    torch.manual_seed(0)
+    ours, theirs = torch.nn.Linear(8, 3), torch.nn.Linear(8, 3)
+    theirs.load_state_dict(ours.state_dict())
+    mine = make_optimizer(ours, config, torch.device("cpu"))
+    kind = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}.get(optimizer, torch.optim.SGD)
+    asked = inspect.signature(kind).parameters  # the same hyperparameters, fused Adam included
+    torch_opt = kind(theirs.parameters(), **{k: v for k, v in mine.defaults.items() if k in asked})
+    for step in range(4):
+        x = torch.randn(16, 8)
+        for model, opt in ((ours, mine), (theirs, torch_opt)):
+            opt.zero_grad()
+            model(x).square().mean().backward()
+            opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(ours.parameters(), theirs.parameters()))
+    torch_opt.load_state_dict(mine.state_dict())  # a checkpoint's optimizer state is torch.optim's own
+    assert isinstance(mine, kind)
+
+
+def test_a_run_that_does_not_compile_never_imports_torch_dynamo(fashion_dir, tmp_path):
+    # torch.optim's guards against torch.compile import torch._dynamo: seconds of every short run (issue 15)
+    code = ("import sys, main; main.main(['run', 'configs/fashion_mlp.toml', '--data-dir', sys.argv[1], '--out', "
+            "sys.argv[2], '--set', 'epochs=1', '--set', 'dev_size=20', '--set', 'plots=false']); "
+            "print('torch._dynamo' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code, str(fashion_dir), str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines()[-1] == "False"
