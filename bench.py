@@ -30,7 +30,7 @@ from data import ROOT, resolve_data_dir
 from experiment import as_trained, build_model, init_from_data, load_task, make_augment, place, run
 from files import write_json, write_text
 from tools.fashion_peers import mlp_classifier, textbook_loop
-from train import amp_dtype, make_optimizer, train_step
+from train import amp_dtype, make_optimizer, take, train_step
 
 # Fashion-MNIST: the same network for every system (784-512-256-10, ReLU, Adam, no regularization), and
 # two recipes. The toolkit's is its choice for short runs: batches of 512 with lr 2e-3 (per step) decayed
@@ -174,7 +174,7 @@ def make_step(config, data):
 
     def step(i):
         idx = torch.arange(i * bs, (i + 1) * bs) % len(y)
-        train_step(model, optimizer, scaler, criterion, augment(x[idx], gen, idx, 1), y[idx], config["amp"])
+        train_step(model, optimizer, scaler, criterion, augment(take(x, idx), gen, idx, 1), y[idx], config["amp"])
     return step
 
 

@@ -72,13 +72,13 @@ def unguarded(cls):
     """The torch.optim class cls with its methods that torch.compile must not trace (step, zero_grad,
     add_param_group, state_dict, load_state_dict) called without their guards, the functions under them
     (inspect.unwrap); step under no_grad, as its guard runs it. Each guard imports torch._dynamo on its first
-    call: 2.4-2.8 s on a 2-core AVX2 laptop CPU, plus a wrapper per step, 4 s of a 22 s 10-epoch
-    Fashion-MNIST run (issue 15; 18.3-18.8 s without). The loop compiles the model at most, never the
-    optimizer step, so no guard is ever needed here; the updates are the same to the bit (tests)."""
+    call: 2.4-2.8 s on a 2-core AVX2 laptop CPU (Zen 3), plus a wrapper per step; without them a 10-epoch
+    Fashion-MNIST run took 18.4-20.2 s there instead of 22.9-24.0 s (issue 15). The loop compiles the model
+    at most, never the optimizer step, so no guard is ever needed here; the updates are the same to the bit
+    (tests)."""
     methods = {name: inspect.unwrap(getattr(cls, name))
                for name in ("zero_grad", "add_param_group", "state_dict", "load_state_dict")}
-    raw_step = inspect.unwrap(cls.step)
-    methods["step"] = lambda self, closure=None: torch.no_grad()(raw_step)(self, closure)
+    methods["step"] = torch.no_grad()(inspect.unwrap(cls.step))
     return type(cls.__name__, (cls,), {**methods, "__doc__": cls.__doc__})
 
 
