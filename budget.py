@@ -26,6 +26,12 @@ MARGIN = 0.06        # of the budget, kept back for the test predictions, plots,
 FINAL_EVALS = 2.0    # the test set and the last plots cost about two dev evaluations
 
 
+def final_evals(config):
+    """Dev evaluations' worth of work after training: the test set, and with tta_shift the test and dev
+    again, each at 3x the views of the per-epoch evaluation (train.end_epoch leaves the shifted ones out)."""
+    return (FINAL_EVALS + 1) * 3 if config["tta_shift"] else FINAL_EVALS
+
+
 def measure_step(model, data, config, augment=None, steps=4):
     """Seconds per training step of a copy of model (one warm-up step first), batch augmentation included;
     model itself is untouched."""
@@ -84,7 +90,7 @@ def plan(model, data, config, started, augment=None):
     step_s, eval_s, spent = ranks.max_all([measure_step(model, data, config, augment),
                                            measure_eval(model, data, config), time.perf_counter() - started])
     steps_per_epoch = math.ceil(data["train"][0].shape[0] / config["batch_size"])
-    left = config["budget_minutes"] * 60 * (1 - MARGIN) - spent - FINAL_EVALS * eval_s
+    left = config["budget_minutes"] * 60 * (1 - MARGIN) - spent - final_evals(config) * eval_s
     steps = max(1, steps_that_fit(left, step_s, eval_s, steps_per_epoch, config["epochs"]))
     return {"budget_minutes": config["budget_minutes"], "samples_per_s": config["batch_size"] / step_s,
             "step_s": step_s, "eval_s": eval_s, "epochs": math.ceil(steps / steps_per_epoch), "planned_steps": steps,
@@ -110,7 +116,7 @@ def replan(state, config, elapsed, step_s, eval_s):
     if done >= state.total_steps:
         return
     step_s, eval_s, elapsed = ranks.max_all([step_s, eval_s, elapsed])  # the slowest rank sets the pace
-    left = config["budget_minutes"] * 60 * (1 - MARGIN) - elapsed - FINAL_EVALS * eval_s
+    left = config["budget_minutes"] * 60 * (1 - MARGIN) - elapsed - final_evals(config) * eval_s
     total = done + steps_that_fit(left, step_s, eval_s, state.steps_per_epoch, config["epochs"] - state.epoch + 1)
     state.total_steps, state.epochs = total, math.ceil(total / state.steps_per_epoch)
     state.plan["replanned_steps"].append(total)

@@ -80,7 +80,9 @@ DEFAULTS = dict(
     pad="zeros",             # what a translation shifts in at the edges: zeros | reflect (the image mirrored;
                              # 0.4 points worse on CIFAR-10, hw3.md)
     tta_flip=False,          # average predictions over the image and its mirror at evaluation
-    tta_shift=0,             # and over copies shifted by this many pixels (up-left, down-right): 3x the cost
+    tta_shift=0,             # and, for the best checkpoint's final dev and test predictions, over copies shifted
+                             # by this many pixels (up-left, down-right): 3x their cost; the per-epoch dev
+                             # evaluations, which choose the checkpoint, leave them out
     ema=0.0,                 # weight EMA decay per step; 0 = off
     amp=False,               # mixed precision: bf16 on CUDA (else fp16 + grad scaler) and on bf16 CPUs
     compile=False,           # torch.compile the model (CUDA; slow to start)

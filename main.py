@@ -302,8 +302,10 @@ def print_result(metrics, out_dir):
         test = "withheld" if refit["test_acc"] is None else f"{refit['test_acc']:.4f}"
         test += (f" (model refitted on train + dev for {refit['epochs']} epoch{'s' * (refit['epochs'] != 1)}"
                  f"{', submission.csv from it' if refit['test_acc'] is None else ''})")
-    print(f"{metrics['name']}: best dev acc {metrics['best_dev_acc']:.4f} at epoch {metrics['best_epoch']}, "
-          f"test acc {test}, {metrics['seconds']:.0f}s; results in {out_dir}/")
+    dev = f"{metrics['best_dev_acc']:.4f} at epoch {metrics['best_epoch']}"
+    if metrics.get("final_dev_acc", metrics["best_dev_acc"]) != metrics["best_dev_acc"]:  # (older metrics.json lack it)
+        dev += f" ({metrics['final_dev_acc']:.4f} with the shifted views the test is predicted with)"
+    print(f"{metrics['name']}: best dev acc {dev}, test acc {test}, {metrics['seconds']:.0f}s; results in {out_dir}/")
 
 
 if __name__ == "__main__":

@@ -352,7 +352,9 @@ def end_epoch(state, data, config, t0, out_dir):
     n = data["train"][0].shape[0] if whole else state.step * config["batch_size"]
     train_loss, train_acc = (ranks.sum_all(state.sums) / n).tolist()
     t_eval = time.perf_counter()
-    dev_loss, dev_acc, dev_preds = evaluate(state.eval_model, *data["dev"], config)
+    # the shifted views (tta_shift) triple an evaluation; the checkpoint is chosen without them, and finish
+    # predicts the best checkpoint's dev and test with them
+    dev_loss, dev_acc, dev_preds = evaluate(state.eval_model, *data["dev"], {**config, "tta_shift": 0})
     h = {"epoch": state.epoch, "steps": state.step, "train_loss": train_loss, "train_acc": train_acc,
          "dev_loss": dev_loss, "dev_acc": dev_acc, "seconds": time.perf_counter() - t0,
          "eval_seconds": time.perf_counter() - t_eval, "lr": state.optimizer.param_groups[0]["lr"]}
@@ -452,13 +454,16 @@ def fit_fixed(model, data, config, out_dir, extra=None):
 def finish(state, data, config, out_dir, start, extra=None):
     """Test the best weights, write metrics.json, plots and submission.csv (rank 0); drop last.pt."""
     test_acc, best = None, state.best
+    final_dev_acc, dev_preds = best["dev_acc"] if best["epoch"] else None, best["preds"]
     if best["state"] is not None:
         state.eval_model.load_state_dict(best["state"])
+        if config["tta_shift"]:  # dev as the test is predicted, with the views end_epoch leaves out
+            _, final_dev_acc, dev_preds = evaluate(state.eval_model, *data["dev"], config)
         x_test, y_test = data["test"]
         _, test_acc, preds = evaluate(state.eval_model, x_test, y_test, config)
         if ranks.is_main():
             if config["plots"]:
-                plot_dev_predictions(*data["dev"], best["preds"], data["meta"], out_dir)
+                plot_dev_predictions(*data["dev"], dev_preds, data["meta"], out_dir)
             if y_test is None:
                 write_submission(out_dir / "submission.csv", preds.tolist())
     metrics = {"name": config["name"], "config": config, "config_hash": config_hash(config), "seed": config["seed"],
@@ -466,8 +471,8 @@ def finish(state, data, config, out_dir, start, extra=None):
                "precision": str(state.precision).removeprefix("torch."), "world_size": ranks.world_size(),
                "backend": ranks.backend(), "params": sum(p.numel() for p in state.model.parameters()),
                "history": state.history, "best_epoch": best["epoch"],
-               "best_dev_acc": best["dev_acc"] if best["epoch"] else None, "test_acc": test_acc,
-               "diverged": state.diverged is not None, "diverged_at": state.diverged,
+               "best_dev_acc": best["dev_acc"] if best["epoch"] else None, "final_dev_acc": final_dev_acc,
+               "test_acc": test_acc, "diverged": state.diverged is not None, "diverged_at": state.diverged,
                "seconds": time.perf_counter() - start, **data["meta"], **(extra or {})}
     if ranks.is_main():
         write_json(out_dir / "metrics.json", metrics)

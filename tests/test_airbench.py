@@ -86,6 +86,22 @@ def test_shift_tta_averages_shifted_views_half_and_half_with_the_unshifted_one()
     assert torch.allclose(out, x.mean((2, 3)) / 2 + (up_left.mean((2, 3)) + down_right.mean((2, 3))) / 4)
 
 
+def test_the_checkpoint_is_chosen_without_the_shifted_views_and_its_dev_and_test_predicted_with_them(cifar_dir,
+                                                                                                    tmp_path):
+    from experiment import load_checkpoint, load_task
+    from train import evaluate
+    config = load_config(None, settings(tta_flip=True, tta_shift=1, epochs=3))
+    metrics = run(config, cifar_dir, tmp_path)
+    model, _ = load_checkpoint(tmp_path / "cnn")
+    data = load_task(config, cifar_dir, torch.device("cpu"))
+    flips_only = evaluate(model, *data["dev"], {**config, "tta_shift": 0})[1]
+    assert [h["dev_acc"] for h in metrics["history"]][metrics["best_epoch"] - 1] == metrics["best_dev_acc"] == flips_only
+    assert metrics["final_dev_acc"] == evaluate(model, *data["dev"], config)[1] != flips_only
+    test_preds = evaluate(model, data["test"][0], None, config)[2]
+    rows = (tmp_path / "cnn/submission.csv").read_text().split()[1:]
+    assert [int(r.split(",")[1]) for r in rows] == test_preds.tolist()
+
+
 def test_the_airbench_recipe_trains_and_an_interrupted_run_resumes_exactly(cifar_dir, tmp_path, monkeypatch):
     config = load_config(None, settings(bn_scale=False, dirac=True, logit_scale=1 / 9, bias_lr=64.0, lookahead=True,
                                         tta_flip=True, tta_shift=1, bn_momentum=0.4, label_smoothing=0.2, epochs=3))

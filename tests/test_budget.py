@@ -45,6 +45,11 @@ def test_plan_takes_as_many_epochs_as_fit_in_the_budget_after_a_margin_and_the_f
     machine(monkeypatch, step_s=0.6)
     plan = budget.plan(None, data, config, time.perf_counter())
     assert plan["epochs"] == 8 and plan["planned_steps"] == 77
+    # shifted views at the end (tta_shift) triple the test's evaluation and predict dev again: 9 evaluations,
+    # so 47.4 s for 7 epochs and 8 steps of an 8th
+    machine(monkeypatch, step_s=0.5)
+    plan = budget.plan(None, data, {**config, "tta_shift": 1}, time.perf_counter())
+    assert plan["epochs"] == 8 and plan["planned_steps"] == 78
     machine(monkeypatch, step_s=100.0)
     assert budget.plan(None, data, config, time.perf_counter())["planned_steps"] == 1  # never less than one step
     machine(monkeypatch, step_s=0.001)
