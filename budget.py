@@ -56,8 +56,10 @@ def measure_step(model, data, config, augment=None, steps=4):
 
 
 def measure_eval(model, data, config, batches=2, batch_size=2048):
-    """Seconds to evaluate the whole dev split, from `batches` batches of it."""
+    """Seconds to evaluate the whole dev split as each epoch does (without tta_shift's views, train.end_epoch),
+    from `batches` batches of it."""
     x, y = data["dev"]
+    config = {**config, "tta_shift": 0}
     n = min(x.shape[0], batches * batch_size)
     evaluate(model, take(x, torch.arange(min(n, batch_size), device=x.device)), None, config)  # warm-up
     start = time.perf_counter()

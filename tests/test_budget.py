@@ -119,3 +119,12 @@ def test_an_epoch_is_begun_only_for_steps_that_take_as_long_as_its_evaluation():
 def test_a_replan_uses_the_mean_speed_of_the_epochs_so_far_not_the_last_one():
     history = [{"seconds": 31.0, "eval_seconds": 1.0, "steps": 10}, {"seconds": 51.0, "eval_seconds": 3.0, "steps": 10}]
     assert budget.mean_speed(history) == pytest.approx((3.9, 2.0))  # (30 + 48) s over 20 steps; (1 + 3) / 2
+
+
+def test_the_plan_times_dev_as_each_epoch_evaluates_it_without_the_shifted_views(monkeypatch):
+    import torch
+    seen = []
+    monkeypatch.setattr(budget, "evaluate", lambda model, x, y, config: seen.append(config["tta_shift"]))
+    data = {"dev": (torch.zeros(10, 3, 4, 4), torch.zeros(10, dtype=torch.long))}
+    budget.measure_eval(None, data, {"tta_shift": 1})
+    assert seen == [0, 0]  # the warm-up and the timed evaluation
