@@ -2,8 +2,8 @@
 
 widths = [stem, group1, group2, ...]: a stem at full resolution, then one group per further width, each
 halving the resolution; a global max pool and one linear layer classify. configs/cifar10_cnn.toml's
-[24, 32, 64, 128] with the whitening stem costs 0.040 GFLOP per 32x32 image forward (0.29 M parameters);
-twice its group widths, [24, 64, 128, 256], 0.131 GFLOP (1.16 M).
+fp32 net, [24, 32, 64, 256] with the whitening stem, costs 0.055 GFLOP per 32x32 image forward (0.81 M
+parameters); [24, 32, 64, 128] 0.040 GFLOP (0.29 M); [24, 64, 128, 256] 0.131 GFLOP (1.16 M).
 
 The airbench options (KellerJordan/cifar10-airbench, airbench94.py), each a config key; hw3.md measures them:
 - whiten: the stem is a 2x2 patch-whitening conv: fixed weights, the eigenvectors of the training images'
