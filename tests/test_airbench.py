@@ -87,16 +87,21 @@ def test_shift_tta_averages_shifted_views_half_and_half_with_the_unshifted_one()
 
 
 def test_the_checkpoint_is_chosen_without_the_shifted_views_and_its_dev_and_test_predicted_with_them(cifar_dir,
-                                                                                                    tmp_path):
+                                                                                                    tmp_path,
+                                                                                                    monkeypatch):
     from experiment import load_checkpoint, load_task
     from train import evaluate
+    shifts, views = [], train.tta_logits  # the tta_shift of every evaluated batch, in order
+    monkeypatch.setattr(train, "tta_logits", lambda model, xb, config: shifts.append(config["tta_shift"]) or
+                        views(model, xb, config))
     config = load_config(None, settings(tta_flip=True, tta_shift=1, epochs=3))
     metrics = run(config, cifar_dir, tmp_path)
+    assert shifts == [0, 0, 0, 1, 1]  # dev after each epoch (one batch each), then the best checkpoint's dev and test
     model, _ = load_checkpoint(tmp_path / "cnn")
     data = load_task(config, cifar_dir, torch.device("cpu"))
     flips_only = evaluate(model, *data["dev"], {**config, "tta_shift": 0})[1]
     assert [h["dev_acc"] for h in metrics["history"]][metrics["best_epoch"] - 1] == metrics["best_dev_acc"] == flips_only
-    assert metrics["final_dev_acc"] == evaluate(model, *data["dev"], config)[1] != flips_only
+    assert metrics["final_dev_acc"] == evaluate(model, *data["dev"], config)[1]
     test_preds = evaluate(model, data["test"][0], None, config)[2]
     rows = (tmp_path / "cnn/submission.csv").read_text().split()[1:]
     assert [int(r.split(",")[1]) for r in rows] == test_preds.tolist()
