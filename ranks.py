@@ -33,10 +33,18 @@ def setup(device):
     if device.type == "cuda":
         torch.cuda.set_device(device)
         _device = device
+    # torch.distributed.nn.functional takes group.WORLD as the default of ten arguments when first imported
+    # (DDP imports it, through torch._dynamo): imported after the group exists, it would hold the group to
+    # the interpreter's exit (see teardown). Imported before, those defaults are None.
+    import torch.distributed.nn.functional  # noqa: F401
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=TIMEOUT)
 
 
 def teardown():
+    """Free the process group while the interpreter is whole (setup's early import lets it go). A gloo group
+    left to the interpreter's exit is destroyed during finalization, where its worker threads, still releasing
+    a finished collective's tensors, cannot take the GIL: "terminate called without an active exception" and
+    SIGABRT on one rank, about one stop in ten here (pytorch/pytorch#190489)."""
     if dist.is_initialized():
         dist.destroy_process_group()
 

@@ -12,12 +12,15 @@ from config import load_config
 from data import ROOT
 from experiment import run
 
-# Runs main.main under torchrun; FAULT_CALL/FAULT_RANK/FAULT_SIGNAL make that rank send the signal to itself
-# at its n-th batch selection (training or evaluation), as tests/test_resume.py does in one process.
+# Runs main.main under torchrun; fault = (n, rank, signal) makes that rank send the signal to itself at its
+# n-th batch selection (training or evaluation), as tests/test_resume.py does in one process. Each rank then
+# says whether its process group outlived main.main: destroyed only at the interpreter's exit, a gloo group
+# aborts the process now and then (see ranks.teardown).
 WORKER = """
-import os, signal, sys
+import os, signal, sys, weakref
 sys.path.insert(0, {root!r})
-import main, train
+import main, ranks, train
+import torch.distributed as dist
 fault = {fault!r}
 calls, original = [0], train.take
 def take(x, idx):
@@ -26,7 +29,14 @@ def take(x, idx):
         os.kill(os.getpid(), fault[2])
     return original(x, idx)
 train.take = take
-sys.exit(main.main(sys.argv[1:]))
+group, setup = [lambda: None], ranks.setup
+def remember_group(device):
+    setup(device)
+    group[0] = weakref.ref(dist.group.WORLD)
+ranks.setup = remember_group
+code = main.main(sys.argv[1:])
+print(f"process group alive after main: {{group[0]() is not None}}", file=sys.stderr)
+sys.exit(code)
 """
 
 
@@ -64,6 +74,7 @@ def test_two_ranks_reproduce_one_process_and_only_rank_0_writes(fashion_dir, tmp
     one = run(load_config(None, tiny()), fashion_dir, tmp_path / "one")
     code, err, _ = torchrun(tmp_path, fashion_dir, tmp_path / "two")
     assert code == 0, err
+    assert err.count("process group alive after main: False") == 2, err
     metrics = json.loads((tmp_path / "two" / "tiny" / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["backend"] == "gloo" and one["world_size"] == 1
     assert_close(losses(metrics), losses(one))
@@ -75,6 +86,7 @@ def test_a_signal_on_one_rank_stops_both_at_the_same_step_and_resume_continues(f
     one = run(load_config(None, tiny()), fashion_dir, tmp_path / "one")
     code, err, _ = torchrun(tmp_path, fashion_dir, tmp_path / "two", fault=(4, 0, 2))  # SIGINT to rank 0 only
     assert code != 0 and err.count("exitcode  : 130") == 2, err  # rank 1 got no signal, yet stopped too
+    assert err.count("process group alive after main: False") == 2, err
     assert "training state saved in" in err and "torchrun --nproc_per_node=2 main.py" in err
     assert (tmp_path / "two" / "tiny" / "last.pt").is_file()
     shutil.copytree(tmp_path / "two", tmp_path / "two-then-one")
