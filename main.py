@@ -309,4 +309,10 @@ def print_result(metrics, out_dir):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # Leave without the interpreter's teardown, which frees torch's modules one object at a time: 0.4-0.5 s of
+    # a 5.5 s whole 10-epoch Fashion-MNIST run (issue 15). Nothing is lost by it: every file is written and
+    # closed by now (atomically), the process group is destroyed, and no thread of ours is left running.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
