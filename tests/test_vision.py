@@ -209,6 +209,32 @@ def test_training_images_are_normalized_to_zero_mean_and_unit_std(cifar_dir):
     assert x.mean((0, 2, 3)).abs().max() < 1e-4 and (x.std((0, 2, 3)) - 1).abs().max() < 1e-3
 
 
+@pytest.mark.parametrize("model, stored", [("mlp", torch.bfloat16), ("cnn", torch.float32)])
+def test_under_bf16_autocast_an_mlp_keeps_its_images_in_bf16_and_a_cnn_in_float32(cifar_dir, monkeypatch, model,
+                                                                                   stored):
+    import experiment
+    monkeypatch.setattr(experiment, "amp_dtype", lambda device, enabled: torch.bfloat16 if enabled else None)
+    monkeypatch.setattr(experiment, "_loaded", {})
+    config = load_config(None, settings(task="cifar10", model=model, dev_size=50, device="cpu", amp=True))
+    data = experiment.load_task(config, cifar_dir, torch.device("cpu"))
+    assert {data[part][0].dtype for part in ("train", "dev", "test")} == {stored}
+
+
+def test_a_linear_layer_under_bf16_autocast_computes_the_same_from_bf16_images_as_from_float32_ones():
+    from experiment import image_tensor
+    x = np.random.default_rng(0).integers(0, 256, (64, 28, 28), dtype=np.uint8)
+    mean, std = torch.tensor(0.286).view(1, 1, 1, 1), torch.tensor(0.353).view(1, 1, 1, 1)
+    layer = torch.nn.Linear(784, 16)
+    results = []
+    for dtype in (torch.float32, torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = layer(image_tensor(x, mean, std, "cpu", dtype).flatten(1))
+        out.float().square().sum().backward()
+        results.append((out, layer.weight.grad))
+        layer.weight.grad = None
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
 def test_missing_image_data_without_network_says_where_it_looked(tmp_path, monkeypatch):
     from torchvision import datasets
 
