@@ -106,8 +106,11 @@ def bench_fashion(data_dir, epochs, seeds, rows, sets):
 
 def whole_run(args):
     """Wall seconds of `python ARGS` from the repository root, start to finish."""
+    # as from a shell: without the huge pages this process turned on for its sentiment row (main.set_allocator),
+    # which each command chooses for itself and which cost a Fashion-MNIST run 0.2 s
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - start
     if done.returncode:
         raise RuntimeError(f"bench: `python {' '.join(args)}` failed: {done.stderr.strip().splitlines()[-1:]}")

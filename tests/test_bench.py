@@ -77,6 +77,15 @@ def test_whole_processes_run_in_turn_and_report_the_median_of_their_rounds(monke
     assert rows[0]["seconds_runs"] == [10.0, 30.0, 10.0] and [r["accuracy"] for r in rows] == [0.9, 0.88, 0.88]
 
 
+def test_whole_processes_start_without_the_huge_pages_the_bench_turned_on_for_itself(monkeypatch):
+    import bench
+    monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", "1")  # as main.set_allocator leaves it for the bench's own rows
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # what the user set passes on
+    check = ("import os, sys; env = os.environ; "
+             "sys.exit('THP_MEM_ALLOC_ENABLE' in env or env['ONEDNN_MAX_CPU_ISA'] != 'AVX2')")
+    assert bench.whole_run(["-c", check]) > 0  # raises when the process fails
+
+
 def test_quick_bench_on_a_cpu_without_native_bf16_skips_bf16_and_says_so(imdb_dir, fashion_dir, cifar_dir, tmp_path):
     env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}  # an AVX2-only CPU
     repo = Path(__file__).resolve().parents[1]
