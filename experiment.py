@@ -89,13 +89,14 @@ def load_vision(config, data_dir, device):
     x, y = raw["train"]
     tr, dv = dev_split(y, config["dev_size"])
     tr = cap_train(tr, config["max_train"])
+    x_train = x[tr]  # a copy (43 MB for Fashion-MNIST, 138 MB for CIFAR-10): taken once
     # normalize with the training part's per-channel statistics (dev and test never leak into them)
     mean, std = (torch.tensor(s, dtype=torch.float32, device=device).reshape(1, -1, 1, 1)
-                 for s in channel_stats(x[tr]))
+                 for s in channel_stats(x_train))
     x_test, y_test = raw["test"]
     label = lambda a: torch.from_numpy(a).to(device)
     tensor = lambda a: image_tensor(a, mean, std, device, input_dtype(config, device))
-    return {"train": (tensor(x[tr]), label(y[tr])), "dev": (tensor(x[dv]), label(y[dv])),
+    return {"train": (tensor(x_train), label(y[tr])), "dev": (tensor(x[dv]), label(y[dv])),
             "test": (tensor(x_test), None if y_test is None else label(y_test)),
             "meta": {"classes": CLASS_NAMES[config["task"]], "input_dim": int(np.prod(x.shape[1:])),
                      "mean": mean.flatten().tolist(), "std": std.flatten().tolist()}}
