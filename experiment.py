@@ -95,7 +95,8 @@ def load_vision(config, data_dir, device):
                  for s in channel_stats(x_train))
     x_test, y_test = raw["test"]
     label = lambda a: torch.from_numpy(a).to(device)
-    tensor = lambda a: image_tensor(a, mean, std, device, input_dtype(config, device))
+    dtype = input_dtype(config, device)
+    tensor = lambda a: image_tensor(a, mean, std, device, dtype)
     return {"train": (tensor(x_train), label(y[tr])), "dev": (tensor(x[dv]), label(y[dv])),
             "test": (tensor(x_test), None if y_test is None else label(y_test)),
             "meta": {"classes": CLASS_NAMES[config["task"]], "input_dim": int(np.prod(x.shape[1:])),
