@@ -72,6 +72,15 @@ def check_out(out):
         raise UserError(f"--out {out}: is a file, not a folder")
 
 
+def say(text):
+    """Write a last line to stderr in one write. print() writes the text and then its newline, and under
+    torchrun every rank meets the same mistake at once: on their shared pipe two ranks' lines can come out as
+    "error: ...error: ...\n\n" (a CI run found one intact line of two). One write of under 4 KiB to a pipe is never interleaved
+    (POSIX PIPE_BUF)."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
 def main(argv=None):
     """Exit code: 0 on success, 1 for a fault of the machine (one line on stderr naming the path or setting
     and what was kept) or a diverged run, 2 for a user mistake (one line on stderr, no traceback), 130/143
@@ -84,7 +93,7 @@ def main(argv=None):
         return dispatch(args) or 0
     except UserError as e:  # under torchrun every rank meets the same mistake and says so
         ranks.exiting()
-        print(f"error: {e}", file=sys.stderr)
+        say(f"error: {e}")
         return 2
     except Interrupted as e:
         ranks.exiting()
@@ -92,27 +101,24 @@ def main(argv=None):
         again = " ".join(a for a in (argv if argv is not None else sys.argv[1:]) if a not in skip)
         launcher = f"torchrun --nproc_per_node={ranks.world_size()}" if ranks.world_size() > 1 else "python"
         if ranks.is_main():
-            print(f"{e}\nto continue: {launcher} main.py {again}{' --resume' if args.command == 'run' else ''}",
-                  file=sys.stderr)
+            say(f"{e}\nto continue: {launcher} main.py {again}{' --resume' if args.command == 'run' else ''}")
         return e.code
     except KeyboardInterrupt:  # Ctrl-C outside training (loading, featurizing, a refit, a sweep's summary)
         ranks.exiting()
-        print("stopped by Ctrl-C outside training: nothing to resume; every file already written is complete",
-              file=sys.stderr)
+        say("stopped by Ctrl-C outside training: nothing to resume; every file already written is complete")
         return 130
     except Fault as e:  # a fault of the machine during a run, with what its folder kept
-        print(f"error: {e}", file=sys.stderr)
+        say(f"error: {e}")
         return 1
     except Exception as e:  # the same outside a run (reading data, a sweep's summary, predict, plot), else a bug
         if ranks.lost_peer(e):  # under torchrun: another rank died or hung
             ranks.exiting()
-            print(f"error: rank {ranks.rank()}: lost contact with another rank ({ranks.short_reason(e)}): it died "
-                  f"or hung; stopping (last.pt keeps the state of the last finished epoch for --resume)",
-                  file=sys.stderr)
+            say(f"error: rank {ranks.rank()}: lost contact with another rank ({ranks.short_reason(e)}): it died "
+                f"or hung; stopping (last.pt keeps the state of the last finished epoch for --resume)")
             return 1
         if line(e) is None:
             raise
-        print(f"error: {line(e)}", file=sys.stderr)
+        say(f"error: {line(e)}")
         return 1
     finally:
         ranks.teardown()

@@ -11,6 +11,7 @@ import pytest
 from config import load_config
 from data import ROOT
 from experiment import run
+from main import main
 
 # Runs main.main under torchrun; fault = (n, rank, signal) makes that rank send the signal to itself at its
 # n-th batch selection (training or evaluation), as tests/test_resume.py does in one process. Each rank then
@@ -108,3 +109,19 @@ def test_a_bad_config_fails_on_every_rank_with_the_same_line_and_exit_2(fashion_
     code, err, _ = torchrun(tmp_path, fashion_dir, tmp_path / "two", extra=["--set", "lr=-1"])
     assert code != 0 and err.count("exitcode  : 2 ") == 2, err
     assert err.count("error: --set lr=-1: 'lr' = -1.0 is out of range (must be > 0)\n") == 2
+
+
+def test_an_error_line_is_one_write_so_that_ranks_failing_together_cannot_garble_it(monkeypatch, tmp_path):
+    writes = []
+
+    class Stderr:  # records each write as the pipe under torchrun would receive it
+        def write(self, text):
+            writes.append(text)
+            return len(text)
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr(sys, "stderr", Stderr())
+    assert main(["run", str(ROOT / "configs/fashion_mlp.toml"), "--set", "lr=-1", "--out", str(tmp_path)]) == 2
+    assert writes == ["error: --set lr=-1: 'lr' = -1.0 is out of range (must be > 0)\n"]
