@@ -75,8 +75,8 @@ def check_out(out):
 def say(text):
     """Write a last line to stderr in one write. print() writes the text and then its newline, and under
     torchrun every rank meets the same mistake at once: on their shared pipe two ranks' lines can come out as
-    "error: ...error: ...\n\n" (a CI run found one intact line of two). One write of under 4 KiB to a pipe is never interleaved
-    (POSIX PIPE_BUF)."""
+    "error: ...error: ...\n\n" (a CI run found one intact line of two). One write of under 4 KiB to a pipe
+    is never interleaved (POSIX PIPE_BUF)."""
     sys.stderr.write(text + "\n")
     sys.stderr.flush()
 
