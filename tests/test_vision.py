@@ -202,6 +202,17 @@ def test_normalization_statistics_are_exact_on_large_image_sets():
     assert mean == pytest.approx([200 / 255, 50 / 255, 200 / 255], abs=1e-9) and std == pytest.approx([0, 0, 0])
 
 
+@pytest.mark.parametrize("shape", [(300, 28, 28), (300, 32, 32, 3)])
+def test_normalization_statistics_match_float64_numpy_per_channel(shape):
+    from experiment import channel_stats
+    x = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    if x.ndim == 4:
+        x[..., 1] //= 4  # channels with different statistics, so a mix-up of channels shows
+    values = (x / 255).reshape(-1, shape[3] if len(shape) == 4 else 1)
+    mean, std = channel_stats(x)
+    assert mean == pytest.approx(values.mean(0), abs=1e-12) and std == pytest.approx(values.std(0), abs=1e-12)
+
+
 def test_training_images_are_normalized_to_zero_mean_and_unit_std(cifar_dir):
     from experiment import load_task
     config = load_config(None, settings(task="cifar10", model="cnn", dev_size=50, device="cpu"))
