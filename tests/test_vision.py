@@ -29,6 +29,57 @@ def test_local_kaggle_style_folder_loads(fashion_dir):
     assert loaded["test"][0].shape == (40, 28, 28) and loaded["test"][1] is None
 
 
+def without_np_load(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("np.load called: the prefetched arrays were not used")
+    monkeypatch.setattr(np, "load", refuse)
+
+
+def test_prefetched_image_files_give_the_arrays_np_load_gives(fashion_dir, monkeypatch):
+    import data
+    expected = load_images("fashion", fashion_dir)
+    data.prefetch_images("fashion", fashion_dir)
+    without_np_load(monkeypatch)
+    loaded = load_images("fashion", fashion_dir)
+    assert np.array_equal(loaded["train"][0], expected["train"][0]) and loaded["train"][0].flags.writeable
+    assert np.array_equal(loaded["train"][1], expected["train"][1])
+    assert np.array_equal(loaded["test"][0], expected["test"][0]) and loaded["test"][1] is None
+    assert data._prefetched == {}  # taken once: a later read goes to the file again
+
+
+def test_a_file_changed_after_its_prefetch_is_read_again(fashion_dir):
+    import data
+    path = fashion_dir / "fashion_mnist" / "train.npz"
+    data.prefetch_images("fashion", fashion_dir)
+    data._prefetched[path].result()  # the thread has read the old file
+    x = np.full((5, 28, 28), 7, np.uint8)
+    np.savez(path, x=x, y=np.arange(5))
+    assert np.array_equal(load_images("fashion", fashion_dir)["train"][0], x)
+
+
+def test_files_the_prefetch_leaves_to_np_load_still_load(fashion_dir):
+    import data
+    path = fashion_dir / "fashion_mnist" / "train.npz"
+    x = np.asfortranarray(np.arange(6 * 28 * 28, dtype=np.uint8).reshape(6, 28, 28))  # Fortran order
+    np.savez(path, x=x, y=np.arange(6))
+    data.prefetch_images("fashion", fashion_dir)
+    assert data._prefetched[path].result()[1] is None
+    assert np.array_equal(load_images("fashion", fashion_dir)["train"][0], x)
+
+
+def test_a_damaged_file_gets_the_same_error_with_or_without_the_prefetch(fashion_dir):
+    import data
+    (fashion_dir / "fashion_mnist" / "train.npz").write_bytes(b"PK\x03\x04 cut short")
+    errors = []
+    for prefetch in (False, True):
+        if prefetch:
+            data.prefetch_images("fashion", fashion_dir)
+        with pytest.raises(UserError, match="train.npz: not a readable .npz file") as e:
+            load_images("fashion", fashion_dir)
+        errors.append(str(e.value))
+    assert errors[0] == errors[1]
+
+
 @pytest.mark.parametrize("arrays, message", [
     ({"y": np.zeros(4, np.uint8)}, "train.npz: missing key 'x'"),
     ({"x": np.zeros((4, 28, 28), np.uint8)}, "train.npz: missing key 'y'"),
