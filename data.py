@@ -147,6 +147,7 @@ def prefetch_images(task, data_dir):
     local = resolve_data_dir(data_dir) / IMAGE_FOLDERS[task]
     paths = [p for p in (local / "train.npz", first_existing(local, ["test.npz", "test_images.npz"])) if p]
     pool = ThreadPoolExecutor(1)
+    _prefetched.clear()  # what a failed run left untaken: one run's files are held at most
     _prefetched.update({p: pool.submit(inflate_npz, p) for p in paths if p.is_file()})
     pool.shutdown(wait=False)  # its thread ends after these reads
 

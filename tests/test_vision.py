@@ -57,6 +57,13 @@ def test_a_file_changed_after_its_prefetch_is_read_again(fashion_dir):
     assert np.array_equal(load_images("fashion", fashion_dir)["train"][0], x)
 
 
+def test_a_new_prefetch_drops_what_an_earlier_run_left_untaken(fashion_dir, cifar_dir):
+    import data
+    data.prefetch_images("fashion", fashion_dir)  # as if that run had failed before reading its files
+    data.prefetch_images("cifar10", cifar_dir)
+    assert sorted(p.parent.name for p in data._prefetched) == ["cifar10", "cifar10"]
+
+
 def test_files_the_prefetch_leaves_to_np_load_still_load(fashion_dir):
     import data
     path = fashion_dir / "fashion_mnist" / "train.npz"
