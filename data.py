@@ -143,7 +143,10 @@ _prefetched = {}  # path -> Future of (its stamp when read, {key: array} or None
 
 def prefetch_images(task, data_dir):
     """Read a local image folder's .npz files in a thread, for read_npz to take: main.py starts it before
-    importing torch, whose 1.2 s of import is Python holding the GIL, while zlib inflates without it."""
+    importing torch, whose 1.2 s of import is Python holding the GIL, while zlib inflates without it. A task
+    without image files (sentiment) starts nothing."""
+    if task not in IMAGE_FOLDERS:
+        return
     local = resolve_data_dir(data_dir) / IMAGE_FOLDERS[task]
     paths = [p for p in (local / "train.npz", first_existing(local, ["test.npz", "test_images.npz"])) if p]
     pool = ThreadPoolExecutor(1)

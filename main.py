@@ -90,9 +90,8 @@ def prefetch_data(args):
         config = load_config(args.config, args.set)
     except Exception:
         return
-    if config["task"] in ("fashion", "cifar10"):
-        from data import prefetch_images
-        prefetch_images(config["task"], args.data_dir)
+    from data import prefetch_images
+    prefetch_images(config["task"], args.data_dir)
 
 
 def main(argv=None):
