@@ -171,11 +171,11 @@ def inflate_npz(path):
     with zipfile.ZipFile(path) as z:
         for name in z.namelist():
             with z.open(name) as f:
-                version = np.lib.format.read_magic(f)
-                if version not in ((1, 0), (2, 0)):
+                header = {(1, 0): np.lib.format.read_array_header_1_0,
+                          (2, 0): np.lib.format.read_array_header_2_0}.get(np.lib.format.read_magic(f))
+                if header is None:
                     return before, None
-                header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-                shape, fortran_order, dtype = header[version](f)
+                shape, fortran_order, dtype = header(f)
                 if fortran_order or dtype.hasobject:
                     return before, None
                 array = np.empty(shape, dtype)
