@@ -218,6 +218,24 @@ def profile_matmuls(config, data, steps=20):
     return {"matmul_share": mm / sum(times.values()), "matmul_gflops": mm_flops * steps / (mm / 1e6) / 1e9}
 
 
+# The variables that make this CPU act as an older one. The first two are issue 15's AVX2 emulation; they limit
+# oneDNN (convolutions) and ATen's own kernels, but not MKL, which does torch's fp32 matrix multiplies: on the
+# AVX-512 Xeon of 2026-12-03 its matmul ran at 280 GFLOP/s under them and 166-175 with MKL_ENABLE_INSTRUCTIONS=AVX2
+# too. OPENBLAS_CORETYPE does the same for numpy's OpenBLAS (scikit-learn's matmuls).
+CPU_LIMITS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "OPENBLAS_CORETYPE")
+
+
+def cpu_limits(env):
+    """The CPU-limiting variables set in env, and a warning when oneDNN or ATen is limited but MKL is not:
+    then the matmul ceiling and the MLP rows are the full CPU's, not those of the CPU being imitated."""
+    limits = {k: env[k] for k in CPU_LIMITS if env.get(k)}
+    partial = ("ONEDNN_MAX_CPU_ISA" in limits or "ATEN_CPU_CAPABILITY" in limits) and \
+        "MKL_ENABLE_INSTRUCTIONS" not in limits
+    warning = ("MKL_ENABLE_INSTRUCTIONS is not set: torch's fp32 matrix multiplies (MKL) still use every instruction "
+               "this CPU has, so the matmul ceiling and the MLP rows are not the limited CPU's") if partial else None
+    return limits, warning
+
+
 def native_bf16():
     """Whether this CPU runs bf16 natively (avx512_bf16 or AMX): elsewhere it is emulated, many times slower
     than fp32, and the bench leaves it out (issue 15: on an AVX2 CPU it was still timing a bf16 matmul after
@@ -285,8 +303,11 @@ def markdown(result):
     fmt = lambda v, f: "" if v is None else format(v, f)
     bf16 = result["matmul_bf16_gflops"]
     bf16 = "skipped (no native bf16 on this CPU)" if bf16 is None else f"{bf16:.0f} GFLOP/s"
+    limits, warning = cpu_limits(result.get("cpu_limits", {}))
+    limited = ", ".join(f"{k}={v}" for k, v in limits.items()) or "none"
     lines = [f"fp32 matmul: {result['matmul_gflops']:.0f} GFLOP/s; bf16 matmul: {bf16} "
-             f"(best of 2048, 3072 and 4096 square, warm)", "",
+             f"(best of 2048, 3072 and 4096 square, warm)", "", f"CPU limited by: {limited}",
+             *([f"Warning: {warning}"] if warning else []), "",
              "| task | system | epochs | seconds | samples/s | accuracy (dev) | GFLOP/s |", "|---" * 7 + "|"]
     for r in result["rows"]:
         gflops = "" if "achieved_gflops" not in r else \
@@ -317,7 +338,10 @@ def markdown(result):
 def bench(data_dir=None, out="runs", quick=False):
     sets = ["device='cpu'"] + (["dev_size=50", "min_df=1"] if quick else [])  # quick: tiny data sets
     sizes, seconds = ((256,), 0.2) if quick else ((2048, 3072, 4096), 2.0)
-    result = {"matmul_gflops": matmul_gflops(torch.float32, sizes, seconds),
+    limits, warning = cpu_limits(os.environ)
+    if warning:
+        print(f"bench: {warning}", file=sys.stderr)
+    result = {"cpu_limits": limits, "matmul_gflops": matmul_gflops(torch.float32, sizes, seconds),
               "matmul_bf16_gflops": matmul_gflops(torch.bfloat16, sizes, seconds) if native_bf16() else None,
               "rows": []}
     result["fashion_profile"] = bench_fashion(data_dir, 1 if quick else 5, SEEDS[:1] if quick else SEEDS,

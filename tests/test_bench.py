@@ -87,7 +87,8 @@ def test_whole_processes_start_without_the_huge_pages_the_bench_turned_on_for_it
 
 
 def test_quick_bench_on_a_cpu_without_native_bf16_skips_bf16_and_says_so(imdb_dir, fashion_dir, cifar_dir, tmp_path):
-    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}  # an AVX2-only CPU
+    limits = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+    env = {**os.environ, **limits}  # an AVX2-only CPU
     repo = Path(__file__).resolve().parents[1]
     done = subprocess.run([sys.executable, "main.py", "bench", "--quick", "--data-dir", str(imdb_dir), "--out",
                            str(tmp_path)], cwd=repo, env=env, capture_output=True, text=True, timeout=300)
@@ -95,4 +96,17 @@ def test_quick_bench_on_a_cpu_without_native_bf16_skips_bf16_and_says_so(imdb_di
     result = json.loads((tmp_path / "bench.json").read_text())
     assert result["matmul_bf16_gflops"] is None and set(result["fashion_profile"]) == {"fp32"}
     assert not [r for r in result["rows"] if "bf16" in r["system"]]
-    assert "bf16 matmul: skipped (no native bf16 on this CPU)" in (tmp_path / "bench.md").read_text()
+    md = (tmp_path / "bench.md").read_text()
+    assert "bf16 matmul: skipped (no native bf16 on this CPU)" in md
+    assert result["cpu_limits"] == limits and "Warning" not in md
+    assert "CPU limited by: ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2, MKL_ENABLE_INSTRUCTIONS=AVX2" in md
+
+
+def test_the_bench_warns_when_the_avx2_emulation_leaves_mkl_unlimited():
+    from bench import cpu_limits
+    issue_15s = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "PATH": "/bin"}
+    limits, warning = cpu_limits(issue_15s)
+    assert limits == {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+    assert warning.startswith("MKL_ENABLE_INSTRUCTIONS is not set")
+    assert cpu_limits({**issue_15s, "MKL_ENABLE_INSTRUCTIONS": "AVX2"})[1] is None
+    assert cpu_limits({"PATH": "/bin"}) == ({}, None)  # a CPU as it is

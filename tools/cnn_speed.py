@@ -2,7 +2,7 @@
 (batch 512, augmentation included) after 2 warm-up steps, on random images.
 
     python tools/cnn_speed.py [--amp]          # --amp: bf16 autocast where the CPU has native bf16
-    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python tools/cnn_speed.py   # a CPU without AVX-512
+    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 python tools/cnn_speed.py  # AVX2 only
 """
 import argparse
 import sys
