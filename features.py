@@ -85,14 +85,14 @@ def text_features(parts, config, cache_dir=None):
         try:
             return load_matrices(path, len(parts)), time.perf_counter() - start, True
         except (ValueError, KeyError, EOFError, zipfile.BadZipFile):  # a damaged cache is rebuilt, not trusted
-            print(f"features: {path} is damaged; fitting again", file=sys.stderr, flush=True)
+            # one write per line, as main.say: under torchrun every rank may say it on the same pipe
+            sys.stderr.write(f"features: {path} is damaged; fitting again\n")
     vectorizer = make_vectorizer(config)
     matrices = [vectorizer.fit_transform(parts[0])] + [vectorizer.transform(p) for p in parts[1:]]
     try:
         save_matrices(path, matrices)
     except OSError as e:  # the cache only saves time: a full or read-only cache folder must not stop a run
-        print(f"features: not cached ({e.strerror}: {e.filename}); the next run fits them again", file=sys.stderr,
-              flush=True)
+        sys.stderr.write(f"features: not cached ({e.strerror}: {e.filename}); the next run fits them again\n")
     return matrices, time.perf_counter() - start, False
 
 
