@@ -139,6 +139,8 @@ def load_imdb(data_dir=None):
 # ---------------------------------------------------------------- images
 
 _prefetched = {}  # path -> Future of (its stamp when read, {key: array} or None), from prefetch_images
+# the .npy format versions inflate_npz reads itself, by their header readers; np.load reads the others
+NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
 
 def prefetch_images(task, data_dir):
@@ -171,8 +173,7 @@ def inflate_npz(path):
     with zipfile.ZipFile(path) as z:
         for name in z.namelist():
             with z.open(name) as f:
-                header = {(1, 0): np.lib.format.read_array_header_1_0,
-                          (2, 0): np.lib.format.read_array_header_2_0}.get(np.lib.format.read_magic(f))
+                header = NPY_HEADERS.get(np.lib.format.read_magic(f))
                 if header is None:
                     return before, None
                 shape, fortran_order, dtype = header(f)
