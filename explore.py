@@ -113,13 +113,19 @@ def explore_mlp_learning_rates(data_dir=None, out="runs", overrides=(), force=Fa
                  overrides=[*overrides, "hidden_dims=[512]"], force=force)
 
 
+def seeded_configs(key, values, label, seeds, overrides):
+    """configs/fashion_init.toml with each of `values` for `key` and each seed, named <label(value)>-seed<seed>;
+    values outer, seeds inner. All are read before a sweep takes its folder, so a bad override leaves none."""
+    return [load_config(ROOT / "configs" / "fashion_init.toml", overrides,
+                        last={key: value, "seed": seed, "name": f"{label(value)}-seed{seed}"})
+            for value in values for seed in seeds]
+
+
 def explore_init(data_dir=None, out="runs", overrides=(), force=False, seeds=(0, 1, 2)):
     """Fashion-MNIST MLP under five initializations, several seeds each: mean and spread of dev accuracy."""
     inits = ["zeros", "constant", "normal", "xavier", "kaiming"]
     sweep_dir = Path(out) / "init"
-    configs = [load_config(ROOT / "configs" / "fashion_init.toml", overrides,
-                           last={"init": init, "seed": seed, "name": f"{init}-seed{seed}"})
-               for init in inits for seed in seeds]
+    configs = seeded_configs("init", inits, lambda init: init, seeds, overrides)
     with hold_sweep(sweep_dir):
         metrics = [run_or_skip(config, data_dir, sweep_dir, force) for config in configs]
         if not ranks.is_main():
@@ -137,9 +143,7 @@ def explore_sgd_learning_rates(data_dir=None, out="runs", overrides=(), force=Fa
     It runs on the toolkit's torch loop rather than numpy_nn: re-runs skip finished runs, each run keeps its
     metrics.json for `main.py plot`, and `explore scratch` shows numpy_nn lands where this loop does."""
     sweep_dir = Path(out) / "sgd-learning-rates"
-    configs = [load_config(ROOT / "configs" / "fashion_init.toml", overrides,
-                           last={"lr": lr, "seed": seed, "name": f"lr={lr:g}-seed{seed}"})
-               for lr in lrs for seed in seeds]
+    configs = seeded_configs("lr", lrs, lambda lr: f"lr={lr:g}", seeds, overrides)
     with hold_sweep(sweep_dir):
         metrics = [run_or_skip(config, data_dir, sweep_dir, force) for config in configs]
         if not ranks.is_main():
