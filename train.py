@@ -105,8 +105,9 @@ def make_optimizer(model, config, device):
 def make_scheduler(optimizer, config, steps_per_epoch, total_steps):
     """Learning-rate multiplier updated every step, so short runs get a smooth schedule. total_steps() is the
     run's length in steps, read at every step: a time budget re-plans it between epochs (budget.replan), and
-    the schedule stretches or shrinks from where it is."""
-    progress = lambda s: min(s / total_steps(), 1.0)
+    the schedule stretches or shrinks from where it is. A run of no steps still builds one: a logreg's refit,
+    which scikit-learn fits."""
+    progress = lambda s: min(s / max(total_steps(), 1), 1.0)
     factor = {"constant": lambda s: 1.0,
               "exponential": lambda s: config["gamma"] ** (s / steps_per_epoch),
               "cosine": lambda s: 0.5 * (1 + math.cos(math.pi * progress(s))),

@@ -135,6 +135,14 @@ def test_refit_trains_afresh_on_train_and_dev_and_writes_the_submission_from_tha
     assert not torch.equal(dev_selected["mlp.layers.0.weight"], refitted["model"]["mlp.layers.0.weight"])
 
 
+@pytest.mark.parametrize("scheduler", ["cosine", "onecycle"])
+def test_a_logreg_refit_runs_under_any_schedule(imdb_dir, tmp_path, scheduler):
+    # scikit-learn fits it, so its refit trains no steps: the schedule divided by zero and ended the run
+    config = tiny(model="logreg", features="nb", refit=True, scheduler=scheduler)
+    metrics = run(config, imdb_dir, tmp_path)
+    assert metrics["refit"]["epochs"] == 0 and (tmp_path / "tiny" / "submission.csv").is_file()
+
+
 def test_join_rows_stacks_sparse_and_dense_matrices_alike():
     dense = torch.tensor([[0.0, 1.0, 2.0], [3.0, 0.0, 0.0], [0.0, 0.0, 4.0]])
     joined = join_rows(dense[:2].to_sparse_csr(), dense[2:].to_sparse_csr())
