@@ -111,7 +111,7 @@ RANGES = dict(
     interpolate=(0, 1, True), C=(0, None, False), budget_minutes=(0, None, True), translate=(0, 16, True),
     tta_shift=(0, 8, True), ema=(0, 1, True), bn_momentum=(0, 1, True), logit_scale=(0, None, False),
     bias_lr=(0, None, False), flip=(0, 1, True), reg_epochs=(0, None, True), muon_lr=(0, None, False),
-    muon_momentum=(0, 1, True),
+    muon_momentum=(0, 1, True), seed=(0, 2**31 - 1, True),  # numpy takes seeds < 2**32; each rank seeds seed + rank
 )
 
 

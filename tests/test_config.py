@@ -59,6 +59,7 @@ def test_every_shipped_config_is_valid():
     ("scheduler=step", "'scheduler' = 'step' is not one of"),
     ("device=tpu", "'device' = 'tpu' is not one of"),
     ("dropout=1.5", "'dropout' = 1.5 is out of range"),
+    ("seed=-1", "'seed' = -1 is out of range"),  # numpy refused it as a traceback after the data had loaded
     ("augment=yes", "'augment' must be bool"),
     ("epochs", "expected key=value"),
     ("model=logreg", "model 'logreg' needs task 'sentiment' with features 'nb'"),
