@@ -97,13 +97,16 @@ def plot_image_grid(images, y_true, y_pred, class_names, path, cols=8, title="de
 
 
 def plot_spread(runs, ylabel, title, path):
-    """{name: [per-seed per-epoch values]}: mean line and min-max band over seeds per name."""
+    """{name: [per-seed per-epoch values]}: mean line and min-max band over seeds per name. A seed that stopped
+    early (diverged, or ran out of its time budget) counts in the epochs it has."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for name, curves in runs.items():
-        values = np.array(curves, dtype=float)
+        values = np.full((len(curves), max(map(len, curves))), np.nan)
+        for row, curve in zip(values, curves):
+            row[:len(curve)] = curve
         epochs = np.arange(1, values.shape[1] + 1)
-        line, = ax.plot(epochs, values.mean(0), marker="o", markersize=3, label=f"{name} ({len(values)} seeds)")
-        ax.fill_between(epochs, values.min(0), values.max(0), color=line.get_color(), alpha=0.2)
+        line, = ax.plot(epochs, np.nanmean(values, 0), marker="o", markersize=3, label=f"{name} ({len(values)} seeds)")
+        ax.fill_between(epochs, np.nanmin(values, 0), np.nanmax(values, 0), color=line.get_color(), alpha=0.2)
     ax.set(xlabel="epoch", ylabel=ylabel, title=title)
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)

@@ -41,3 +41,11 @@ def test_axis_limits_follow_the_data_so_no_curve_is_clipped(tmp_path, drawn):
 def test_no_temporary_files_are_left_beside_the_plot(tmp_path):
     visualize_epochs([1, 0.5], [1, 0.7], tmp_path / "loss.png")
     assert [p.name for p in tmp_path.iterdir()] == ["loss.png"]
+
+
+def test_a_spread_over_seeds_takes_seeds_that_stopped_early(tmp_path, drawn):
+    # a seed that diverged, or ran out of its time budget, has fewer epochs than the others
+    plots.plot_spread({"lr=0.1": [[0.5, 0.7, 0.8], [0.4, 0.6]], "lr=1": [[0.3]]}, "dev accuracy", "t",
+                      tmp_path / "spread.png")
+    lines = drawn[0].axes[0].get_lines()
+    assert list(lines[0].get_ydata()) == pytest.approx([0.45, 0.65, 0.8]) and list(lines[1].get_ydata()) == [0.3]
