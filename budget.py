@@ -67,16 +67,17 @@ def measure_eval(model, data, config, batches=2, batch_size=2048):
     return (time.perf_counter() - start) * x.shape[0] / n
 
 
-def steps_that_fit(seconds, step_s, eval_s, steps_per_epoch, epochs):
-    """The most training steps, from an epoch boundary and in at most `epochs` epochs, that fit in `seconds`
-    beside a dev evaluation after each epoch begun; 0 when not one step fits. An epoch after the first is
-    begun only if its steps take at least as long as its evaluation: a 12-minute run re-planned one step
-    of a 6th epoch, whose 13 s evaluation then repeated the 5th epoch's dev accuracy."""
+def steps_that_fit(seconds, step_s, eval_s, steps_per_epoch, epochs, trained_epochs=0):
+    """The most training steps, from an epoch boundary after `trained_epochs` epochs and in at most `epochs`
+    more, that fit in `seconds` beside a dev evaluation after each epoch begun; 0 when not one step fits. An
+    epoch after the run's first is begun only if its steps take at least as long as its evaluation: a
+    12-minute run re-planned one step of a 6th epoch, whose 13 s evaluation then repeated the 5th epoch's
+    dev accuracy."""
     steps = 0
     for e in range(1, epochs + 1):
         fit = int((seconds - e * eval_s) // step_s)
         more = fit - (e - 1) * steps_per_epoch  # the steps epoch e would train
-        if more <= 0 or e > 1 and more * step_s < eval_s:
+        if more <= 0 or (e > 1 or trained_epochs) and more * step_s < eval_s:
             break
         steps = min(fit, e * steps_per_epoch)
     return steps
@@ -119,6 +120,7 @@ def replan(state, config, elapsed, step_s, eval_s):
         return
     step_s, eval_s, elapsed = ranks.max_all([step_s, eval_s, elapsed])  # the slowest rank sets the pace
     left = config["budget_minutes"] * 60 * (1 - MARGIN) - elapsed - final_evals(config) * eval_s
-    total = done + steps_that_fit(left, step_s, eval_s, state.steps_per_epoch, config["epochs"] - state.epoch + 1)
+    total = done + steps_that_fit(left, step_s, eval_s, state.steps_per_epoch, config["epochs"] - state.epoch + 1,
+                                  trained_epochs=state.epoch - 1)
     state.total_steps, state.epochs = total, math.ceil(total / state.steps_per_epoch)
     state.plan["replanned_steps"].append(total)

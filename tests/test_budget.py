@@ -114,6 +114,9 @@ def test_an_epoch_is_begun_only_for_steps_that_take_as_long_as_its_evaluation():
     assert budget.steps_that_fit(25, 1.0, 5.0, 10, 5) == 15  # 5 steps of epoch 2: as long as its evaluation
     assert budget.steps_that_fit(7, 1.0, 5.0, 10, 5) == 2  # the first epoch is begun for any steps at all
     assert budget.steps_that_fit(5, 1.0, 5.0, 10, 5) == 0
+    # a re-plan after 5 epochs: 7 s leave 2 steps of a 6th epoch, which a 5 s evaluation would follow
+    assert budget.steps_that_fit(7, 1.0, 5.0, 10, 5, trained_epochs=5) == 0
+    assert budget.steps_that_fit(10, 1.0, 5.0, 10, 5, trained_epochs=5) == 5
 
 
 def test_a_replan_uses_the_mean_speed_of_the_epochs_so_far_not_the_last_one():
