@@ -83,15 +83,14 @@ def say(text):
 
 def prefetch_data(args):
     """Give a vision run's data a head start: its .npz files inflate while torch imports (Fashion-MNIST's
-    0.3 s of reading, CIFAR-10's 0.9-1.8 s). A config that cannot be read starts nothing here: the run
-    reads it again inside main's error handling, which reports the problem."""
+    0.3 s of reading, CIFAR-10's 0.9-1.8 s). A config or data folder that cannot be read starts nothing here:
+    the run reads them again inside main's error handling, which reports the problem."""
     from config import load_config
-    try:
-        config = load_config(args.config, args.set)
-    except Exception:
-        return
     from data import prefetch_images
-    prefetch_images(config["task"], args.data_dir)
+    try:
+        prefetch_images(load_config(args.config, args.set)["task"], args.data_dir)
+    except Exception:  # an unreadable config, a data folder this user may not read (PermissionError)
+        return
 
 
 def main(argv=None):

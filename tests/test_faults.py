@@ -215,6 +215,18 @@ def test_a_data_file_that_fails_midway_is_a_fault_of_the_machine_not_of_the_file
     assert f"{fashion_dir / 'fashion_mnist' / 'train.npz'}: input/output error" in one_error_line(capsys)
 
 
+def test_a_data_folder_this_user_may_not_read_is_one_line_exit_1(fashion_dir, tmp_path, monkeypatch, capsys):
+    is_file = Path.is_file
+    def forbidden(path):  # as Path.is_file meets EACCES in a folder without search permission (not as root)
+        if str(path).startswith(str(fashion_dir)):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return is_file(path)
+    monkeypatch.setattr(Path, "is_file", forbidden)
+    assert main(tiny_run(tmp_path, fashion_dir, task="fashion")) == 1
+    line = one_error_line(capsys)
+    assert str(fashion_dir) in line and "permission denied" in line.lower(), line
+
+
 def test_failed_writes_name_the_file_leave_the_previous_one_and_no_temporary_file(tmp_path, monkeypatch):
     write_json(tmp_path / "metrics.json", {"epoch": 1})
     visualize_epochs([0.5], [0.6], tmp_path / "loss.png")
