@@ -218,6 +218,8 @@ def read_npz(path, task, need_labels):
         raise UserError(f"{path}: 'x' must be uint8 images, got dtype {x.dtype}")
     if x.ndim != 1 + len(shape) or x.shape[1:] != shape:
         raise UserError(f"{path}: 'x' must have shape [N, {', '.join(map(str, shape))}], got {list(x.shape)}")
+    if len(x) == 0:
+        raise UserError(f"{path}: 'x' holds no images")
     if y is None:
         if need_labels:
             raise UserError(f"{path}: missing key 'y' (labels 0..9)")

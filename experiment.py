@@ -316,13 +316,24 @@ def load_checkpoint(run_dir):
     return model.eval(), checkpoint
 
 
+def saved_run_device(config):
+    """Where predict and plot evaluate a saved run: the device it trained on where this machine has one, else
+    the best one here, so that a run trained on a Colab GPU can be read on a laptop."""
+    try:
+        return pick_device(config["device"])
+    except UserError:
+        return pick_device("auto")
+
+
 def predict(run_dir, images, out):
     """Write a Kaggle submission (Id,Category) for the images in an .npz file with the run's best weights."""
     model, checkpoint = load_checkpoint(run_dir)
     config, meta = checkpoint["config"], checkpoint["meta"]
     if config["task"] == "sentiment":
         raise UserError(f"{run_dir}: predict takes images; a sentiment run writes submission.csv for its test texts")
-    device = pick_device(config["device"])
+    if not Path(images).is_file():
+        raise UserError(f"{images}: no such file (--images names an .npz of test images)")
+    device = saved_run_device(config)
     x, _ = read_npz(Path(images), config["task"], need_labels=False)
     mean, std = (torch.tensor(meta[k], device=device).view(1, -1, 1, 1) for k in ("mean", "std"))
     _, _, preds = evaluate(place(model, config, device), image_tensor(x, mean, std, device), None, config)
@@ -338,7 +349,7 @@ def redraw_run(run_dir, data_dir=None):
     plot_run(metrics["history"], run_dir, metrics["name"])
     model, checkpoint = load_checkpoint(run_dir)
     config = checkpoint["config"]
-    device = pick_device(config["device"])
+    device = saved_run_device(config)
     data = load_task(config, data_dir, device)
     _, dev_acc, preds = evaluate(place(model, config, device), *data["dev"], config)
     plot_dev_predictions(*data["dev"], preds, checkpoint["meta"], run_dir)

@@ -94,6 +94,7 @@ def test_a_damaged_file_gets_the_same_error_with_or_without_the_prefetch(fashion
     ({"x": np.zeros((4, 28, 28), np.float32), "y": np.zeros(4, np.uint8)}, "train.npz: 'x' must be uint8"),
     ({"x": np.zeros((4, 28, 28), np.uint8), "y": np.array([0, 1, 2, 10])}, "train.npz: 'y' labels must be integers 0..9"),
     ({"x": np.zeros((4, 28, 28), np.uint8), "y": np.zeros(3, np.uint8)}, "train.npz: 'y' must be one label per image"),
+    ({"x": np.zeros((0, 28, 28), np.uint8), "y": np.zeros(0, np.uint8)}, "train.npz: 'x' holds no images"),
 ])
 def test_malformed_npz_names_the_file_and_the_key(tmp_path, arrays, message):
     folder = tmp_path / "fashion_mnist"
@@ -223,6 +224,25 @@ def test_predict_refuses_images_of_the_wrong_shape(fashion_dir, tmp_path, capsys
     np.savez(tmp_path / "wrong.npz", x=np.zeros((3, 32, 32, 3), np.uint8))
     assert main(["predict", str(tmp_path / "fashion"), "--images", str(tmp_path / "wrong.npz")]) == 2
     assert "wrong.npz: 'x' must have shape [N, 28, 28]" in capsys.readouterr().err
+
+
+def test_predict_with_images_that_are_not_there_is_a_user_mistake(fashion_dir, tmp_path, capsys):
+    run(fashion_config(), fashion_dir, tmp_path)
+    assert main(["predict", str(tmp_path / "fashion"), "--images", str(tmp_path / "nope.npz")]) == 2
+    assert "nope.npz: no such file" in capsys.readouterr().err
+
+
+def test_a_run_trained_on_a_gpu_predicts_and_plots_on_a_machine_without_one(fashion_dir, tmp_path, monkeypatch):
+    run(fashion_config(), fashion_dir, tmp_path)
+    model_pt = tmp_path / "fashion" / "model.pt"
+    checkpoint = torch.load(model_pt, weights_only=True)
+    checkpoint["config"]["device"] = "cuda"  # as a Colab run with configs/cifar10_cnn_gpu.toml saves it
+    torch.save(checkpoint, model_pt)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["predict", str(tmp_path / "fashion"), "--images", str(fashion_dir / "fashion_mnist" / "test_images.npz"),
+                 "--out", str(tmp_path / "again.csv")]) == 0
+    assert (tmp_path / "again.csv").read_text() == (tmp_path / "fashion" / "submission.csv").read_text()
+    assert main(["plot", str(tmp_path / "fashion"), "--data-dir", str(fashion_dir)]) == 0
 
 
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint", None])
