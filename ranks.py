@@ -81,6 +81,15 @@ def wrap(model, device):
     return DistributedDataParallel(model)
 
 
+def same_buffers(model):
+    """Rank 0's buffers (batch norm's running statistics) on every rank, before an evaluation. Each CPU rank
+    updates them from its own slice and DDP sends rank 0's again only at the next training forward, so ranks
+    would score their shares of dev and test with statistics that model.pt, rank 0's, does not hold."""
+    if world_size() > 1:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, 0)
+
+
 def shard(idx):
     """This rank's contiguous part of a global batch of indices; sizes differ by at most one."""
     return idx if world_size() == 1 else idx.tensor_split(world_size())[rank()]

@@ -353,6 +353,7 @@ def end_epoch(state, data, config, t0, out_dir):
     n = data["train"][0].shape[0] if whole else state.step * config["batch_size"]
     train_loss, train_acc = (ranks.sum_all(state.sums) / n).tolist()
     t_eval = time.perf_counter()
+    ranks.same_buffers(state.eval_model)
     # the shifted views (tta_shift) triple an evaluation; the checkpoint is chosen without them, and finish
     # predicts the best checkpoint's dev and test with them
     dev_loss, dev_acc, dev_preds = evaluate(state.eval_model, *data["dev"], {**config, "tta_shift": 0})
@@ -501,6 +502,7 @@ def refit(model, data, config, epochs, out_dir, augment=None):
                 f"model's", err=True)
             return {**record, "diverged_at": state.diverged, "seconds": time.perf_counter() - start}
         state.epoch, state.step, state.sums = state.epoch + 1, 0, None
+    ranks.same_buffers(state.eval_model)
     _, test_acc, preds = evaluate(state.eval_model, *data["test"], config)
     if ranks.is_main():
         save_best(out_dir / "model_refit.pt", state.eval_model.state_dict(), config, epochs, None, data["meta"])

@@ -125,3 +125,20 @@ def test_an_error_line_is_one_write_so_that_ranks_failing_together_cannot_garble
     monkeypatch.setattr(sys, "stderr", Stderr())
     assert main(["run", str(ROOT / "configs/fashion_mlp.toml"), "--set", "lr=-1", "--out", str(tmp_path)]) == 2
     assert writes == ["error: --set lr=-1: 'lr' = -1.0 is out of range (must be > 0)\n"]
+
+
+def test_cpu_ranks_score_dev_with_the_batch_norm_statistics_model_pt_keeps(cifar_dir, tmp_path):
+    # without SyncBatchNorm each CPU rank's running statistics follow its own slice of the batch; the scores
+    # in metrics.json must be those of model.pt (rank 0's), as one process or `main.py predict` reads it
+    import torch
+    from experiment import load_checkpoint, load_task
+    from train import evaluate
+    cnn = {"task": "cifar10", "model": "cnn", "widths": [8, 16], "epochs": 1, "optimizer": "nesterov"}
+    code, err, _ = torchrun(tmp_path, cifar_dir, tmp_path / "two",
+                            extra=[a for k, v in cnn.items() for a in ("--set", f"{k}={json.dumps(v)}")])
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "two" / "tiny" / "metrics.json").read_text())
+    model, checkpoint = load_checkpoint(tmp_path / "two" / "tiny")
+    config = checkpoint["config"]
+    dev_loss = evaluate(model, *load_task(config, cifar_dir, torch.device("cpu"))["dev"], config)[0]
+    assert dev_loss == pytest.approx(metrics["history"][0]["dev_loss"], rel=1e-6)
