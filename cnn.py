@@ -41,6 +41,15 @@ def conv_bn(c_in, c_out, bn_scale=True, bn_momentum=0.1, dirac=False):
     return [conv, norm, nn.GELU()]
 
 
+class GlobalMaxPool(nn.Module):
+    """Each channel's largest value, [N, C, 1, 1]: nn.AdaptiveMaxPool2d(1)'s numbers (its gradient too, but for
+    exact ties, which amax shares out), with a backward that --deterministic accepts on CUDA, where
+    adaptive_max_pool2d_backward_cuda has none and raised."""
+
+    def forward(self, x):
+        return x.amax((2, 3), keepdim=True)
+
+
 class ConvGroup(nn.Sequential):
     """Pooling right after the first conv (as in airbench) runs the second conv at a quarter of the cost."""
 
@@ -58,7 +67,7 @@ class Net(nn.Sequential):
         else:
             stem = conv_bn(3, widths[0], **options)
         groups = [ConvGroup(a, b, **options) for a, b in zip(widths[:-1], widths[1:])]
-        head = [nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(widths[-1], num_classes, bias=False)]
+        head = [GlobalMaxPool(), nn.Flatten(), nn.Linear(widths[-1], num_classes, bias=False)]
         super().__init__(*stem, *groups, *head, *([Scale(logit_scale)] if logit_scale != 1 else []))
 
 
