@@ -55,12 +55,18 @@ def rng_states(gen):
 
 
 def set_rng_states(state, gen):
+    """Restore what rng_states saved; False when gen's state came from a generator of another kind of device
+    (a GPU run resumed on a CPU: 16 bytes of Philox state where a CPU generator takes 5,056), which gen
+    cannot take."""
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
-    gen.set_state(state["gen"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+    if state["gen"].numel() != gen.get_state().numel():
+        return False
+    gen.set_state(state["gen"])
+    return True
 
 
 class _Writer:

@@ -269,9 +269,9 @@ class TrainState:
             self.best["state"] = torch.load(path.parent / "model.pt", map_location=self.device,
                                             weights_only=True)["model"]
         rngs = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]  # one dict before torchrun
-        if ranks.rank() < len(rngs):
-            set_rng_states(rngs[ranks.rank()], self.gen)
-        else:  # more ranks than saved them: fresh streams (matters only with dropout or augmentation)
+        if not (ranks.rank() < len(rngs) and set_rng_states(rngs[ranks.rank()], self.gen)):
+            # more ranks than saved them, or saved on another kind of device: fresh streams (matters only with
+            # dropout or augmentation)
             seed = self.config["seed"] * 100_003 + ranks.rank() * 1009 + self.epoch
             seed_everything(seed)
             self.gen.manual_seed(seed)

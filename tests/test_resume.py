@@ -53,6 +53,21 @@ def test_interrupted_and_resumed_run_ends_exactly_like_an_uninterrupted_one(imdb
     assert not (tmp_path / "split" / "tiny" / "last.pt").exists()  # finished runs keep no training state
 
 
+def test_a_run_saved_on_a_gpu_resumes_on_a_cpu(imdb_dir, tmp_path, monkeypatch):
+    # device = "auto" on Colab's GPU, then the laptop: the augmentation generator's saved state is a CUDA one
+    config = load_config(None, tiny(device="auto"))
+    signal_at_call(monkeypatch, 16)
+    with pytest.raises(train.Interrupted):
+        run(config, imdb_dir, tmp_path)
+    monkeypatch.undo()
+    last = tmp_path / "tiny" / "last.pt"
+    state = torch.load(last, weights_only=False)
+    state["rng"][0]["gen"] = torch.zeros(16, dtype=torch.uint8)  # the size of a CUDA generator's state
+    torch.save(state, last)
+    resumed = run(config, imdb_dir, tmp_path, resume=True)
+    assert len(resumed["history"]) == 3 and not last.exists()
+
+
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_saves_state_prints_how_to_resume_and_exits_with_the_shell_code(imdb_dir, tmp_path, monkeypatch,
                                                                                 capsys, signum, code):
