@@ -22,14 +22,15 @@ import torch
 import ranks
 from train import evaluate, make_optimizer, take, train_step
 
-MARGIN = 0.06        # of the budget, kept back for the test predictions, plots, checkpoints and noise
-FINAL_EVALS = 2.0    # the test set and the last plots cost about two dev evaluations
+MARGIN = 0.06  # of the budget, kept back for the plots, checkpoints and noise
 
 
-def final_evals(config):
-    """Dev evaluations' worth of work after training: the test set, and with tta_shift the test and dev
-    again, each at 3x the views of the per-epoch evaluation (train.end_epoch leaves the shifted ones out)."""
-    return (FINAL_EVALS + 1) * 3 if config["tta_shift"] else FINAL_EVALS
+def final_evals(config, data):
+    """Dev evaluations' worth of work after training: the test set (CIFAR-10's 10,000 images are two of
+    dev's 5,000, IMDB's 25,000 reviews five), and with tta_shift the test and dev again, each at 3x the views
+    of the per-epoch evaluation (train.end_epoch leaves the shifted ones out)."""
+    test = data["test"][0].shape[0] / data["dev"][0].shape[0]
+    return (test + 1) * 3 if config["tta_shift"] else test
 
 
 def measure_step(model, data, config, augment=None, steps=4):
@@ -84,7 +85,8 @@ def steps_that_fit(seconds, step_s, eval_s, steps_per_epoch, epochs, trained_epo
 
 
 def plan(model, data, config, started, augment=None):
-    """{"budget_minutes", "samples_per_s", "step_s", "eval_s", "epochs", "planned_steps", "replanned_steps"}
+    """{"budget_minutes", "samples_per_s", "step_s", "eval_s", "final_evals", "epochs", "planned_steps",
+    "replanned_steps"}
     for a run that began at time.perf_counter() == started. The plan counts steps, not whole epochs: the last
     epoch may stop part way (whole epochs left a quarter of a 12-minute budget unused when one epoch took 4
     minutes), and each epoch, the last included, ends with a dev evaluation. At least one step, at most
@@ -93,11 +95,12 @@ def plan(model, data, config, started, augment=None):
     step_s, eval_s, spent = ranks.max_all([measure_step(model, data, config, augment),
                                            measure_eval(model, data, config), time.perf_counter() - started])
     steps_per_epoch = math.ceil(data["train"][0].shape[0] / config["batch_size"])
-    left = config["budget_minutes"] * 60 * (1 - MARGIN) - spent - final_evals(config) * eval_s
+    evals = final_evals(config, data)
+    left = config["budget_minutes"] * 60 * (1 - MARGIN) - spent - evals * eval_s
     steps = max(1, steps_that_fit(left, step_s, eval_s, steps_per_epoch, config["epochs"]))
     return {"budget_minutes": config["budget_minutes"], "samples_per_s": config["batch_size"] / step_s,
-            "step_s": step_s, "eval_s": eval_s, "epochs": math.ceil(steps / steps_per_epoch), "planned_steps": steps,
-            "replanned_steps": []}
+            "step_s": step_s, "eval_s": eval_s, "final_evals": evals, "epochs": math.ceil(steps / steps_per_epoch),
+            "planned_steps": steps, "replanned_steps": []}
 
 
 def mean_speed(history):
@@ -119,7 +122,7 @@ def replan(state, config, elapsed, step_s, eval_s):
     if done >= state.total_steps:
         return
     step_s, eval_s, elapsed = ranks.max_all([step_s, eval_s, elapsed])  # the slowest rank sets the pace
-    left = config["budget_minutes"] * 60 * (1 - MARGIN) - elapsed - final_evals(config) * eval_s
+    left = config["budget_minutes"] * 60 * (1 - MARGIN) - elapsed - state.plan["final_evals"] * eval_s
     total = done + steps_that_fit(left, step_s, eval_s, state.steps_per_epoch, config["epochs"] - state.epoch + 1,
                                   trained_epochs=state.epoch - 1)
     state.total_steps, state.epochs = total, math.ceil(total / state.steps_per_epoch)

@@ -38,18 +38,24 @@ def test_plan_takes_as_many_epochs_as_fit_in_the_budget_after_a_margin_and_the_f
     data = load_task(config, imdb_dir, torch.device("cpu"))  # 300 training reviews: 10 steps of 32 an epoch
     machine(monkeypatch, step_s=0.5)
     plan = budget.plan(None, data, config, time.perf_counter())
-    # 60 s less 6% margin less two evaluations = 54.4 s, at 10 x 0.5 + 1 = 6 s an epoch: 9 epochs
-    assert plan["epochs"] == 9 and plan["planned_steps"] == 90 and plan["samples_per_s"] == 64
-    # the plan counts steps: at 0.6 s, 8 evaluations leave 46.4 s for 77 steps, the 8th epoch stopping after 7
-    # of its 10 (9 evaluations would leave 45.4 s, 75 steps: not one step of a 9th epoch)
-    machine(monkeypatch, step_s=0.6)
+    # the test set has as many reviews as dev: one evaluation's worth kept back for it
+    # 60 s less 6% margin less one evaluation = 55.4 s, at 10 x 0.5 + 1 = 6 s an epoch: 9 epochs
+    assert plan["final_evals"] == 1 and plan["epochs"] == 9 and plan["planned_steps"] == 90
+    assert plan["samples_per_s"] == 64
+    # the plan counts steps: at 0.7 s, 7 evaluations leave 48.4 s for 69 steps, the 7th epoch stopping after 9
+    # of its 10 (8 evaluations would leave 47.4 s, 67 steps: not one step of an 8th epoch)
+    machine(monkeypatch, step_s=0.7)
     plan = budget.plan(None, data, config, time.perf_counter())
-    assert plan["epochs"] == 8 and plan["planned_steps"] == 77
-    # shifted views at the end (tta_shift) triple the test's evaluation and predict dev again: 9 evaluations,
-    # so 47.4 s for 7 epochs and 8 steps of an 8th
+    assert plan["epochs"] == 7 and plan["planned_steps"] == 69
+    # shifted views at the end (tta_shift) triple the test's evaluation and predict dev again: 6 evaluations,
+    # so 50.4 s for 8 epochs and 2 steps of a 9th, whose 1 s is as long as its evaluation
     machine(monkeypatch, step_s=0.5)
     plan = budget.plan(None, data, {**config, "tta_shift": 1}, time.perf_counter())
-    assert plan["epochs"] == 8 and plan["planned_steps"] == 78
+    assert plan["final_evals"] == 6 and plan["epochs"] == 9 and plan["planned_steps"] == 82
+    # a test set five times dev (IMDB's 25,000 reviews against 5,000): five evaluations, so 51.4 s for 8
+    # epochs and 4 steps of a 9th, where one evaluation left 9 whole epochs
+    plan = budget.plan(None, {**data, "test": (torch.zeros(500, 1), None)}, config, time.perf_counter())
+    assert plan["final_evals"] == 5 and plan["epochs"] == 9 and plan["planned_steps"] == 84
     machine(monkeypatch, step_s=100.0)
     assert budget.plan(None, data, config, time.perf_counter())["planned_steps"] == 1  # never less than one step
     machine(monkeypatch, step_s=0.001)
@@ -67,13 +73,14 @@ def test_a_budgeted_run_trains_the_planned_epochs_on_a_schedule_sized_to_them(im
 
 
 def test_a_machine_slower_than_measured_gets_a_shorter_plan_after_the_first_epoch(imdb_dir, tmp_path, monkeypatch):
-    # measured 1 s a step: all 5 epochs (56.4 s less 2 evaluations less 5 after each epoch: about 49 steps);
-    # the first epoch takes 2 s a step: 21 s gone, 33.4 s left less 2 evaluations: 15 steps, epoch 3 part way
+    # measured 1 s a step: all 5 epochs (56.4 s less 1 evaluation for the test less 5 after each epoch: about
+    # 50 steps); the first epoch takes 2 s a step: 21 s gone, 34.4 s left less the test's evaluation: 16 steps
+    # (each next epoch with its evaluation), epoch 3 part way
     machine(monkeypatch, step_s=1.0, epoch_step_s=2.0)
     metrics = run(tiny(scheduler="onecycle", warmup=0.2), imdb_dir, tmp_path)
-    assert metrics["budget"]["planned_steps"] > 40 and metrics["budget"]["replanned_steps"][0] == 25
-    assert metrics["budget"]["completed_steps"] == metrics["budget"]["replanned_steps"][-1] == 25
-    assert [h["steps"] for h in metrics["history"]] == [10, 10, 5]
+    assert metrics["budget"]["planned_steps"] > 40 and metrics["budget"]["replanned_steps"][0] == 26
+    assert metrics["budget"]["completed_steps"] == metrics["budget"]["replanned_steps"][-1] == 26
+    assert [h["steps"] for h in metrics["history"]] == [10, 10, 6]
     assert metrics["history"][-1]["lr"] == pytest.approx(0.01 / 1000)  # one-cycle's end, at the new length
 
 
