@@ -346,3 +346,15 @@ def test_asking_for_a_missing_device_is_a_one_line_error(fashion_dir, tmp_path, 
     assert main(["run", "configs/fashion_mlp.toml", "--data-dir", str(fashion_dir), "--out", str(tmp_path),
                  "--set", "device='cuda'"]) == 2
     assert "device = 'cuda' is not available" in capsys.readouterr().err
+
+
+def test_the_global_max_pool_gives_adaptive_max_pools_values_and_gradients_ties_included():
+    # the same numbers as nn.AdaptiveMaxPool2d(1), whose CUDA backward --deterministic refuses
+    from cnn import GlobalMaxPool
+    x = torch.randint(0, 4, (16, 8, 3, 3)).to(torch.bfloat16).to(memory_format=torch.channels_last)  # many ties
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    expected, pooled = torch.nn.AdaptiveMaxPool2d(1)(a), GlobalMaxPool()(b)
+    grad = torch.randn_like(expected)
+    expected.backward(grad)
+    pooled.backward(grad)
+    assert torch.equal(pooled, expected) and torch.equal(b.grad, a.grad)
