@@ -466,8 +466,7 @@ def finish(state, data, config, out_dir, start, extra=None):
         if ranks.is_main():
             if config["plots"]:
                 plot_dev_predictions(*data["dev"], dev_preds, data["meta"], out_dir)
-            if y_test is None:
-                write_submission(out_dir / "submission.csv", preds.tolist())
+            write_submission(out_dir / "submission.csv", preds.tolist())  # also where the test has labels
     metrics = {"name": config["name"], "config": config, "config_hash": config_hash(config), "seed": config["seed"],
                "versions": versions(), "device": str(state.device),
                "precision": str(state.precision).removeprefix("torch."), "world_size": ranks.world_size(),
@@ -506,8 +505,7 @@ def refit(model, data, config, epochs, out_dir, augment=None):
     _, test_acc, preds = evaluate(state.eval_model, *data["test"], config)
     if ranks.is_main():
         save_best(out_dir / "model_refit.pt", state.eval_model.state_dict(), config, epochs, None, data["meta"])
-        if data["test"][1] is None:
-            write_submission(out_dir / "submission.csv", preds.tolist())
+        write_submission(out_dir / "submission.csv", preds.tolist())
     return {**record, "test_acc": test_acc, "seconds": time.perf_counter() - start}
 
 

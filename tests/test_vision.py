@@ -358,3 +358,15 @@ def test_the_global_max_pool_gives_adaptive_max_pools_values_and_gradients_ties_
     expected.backward(grad)
     pooled.backward(grad)
     assert torch.equal(pooled, expected) and torch.equal(b.grad, a.grad)
+
+
+def test_a_labelled_test_split_gets_its_accuracy_and_still_a_submission(fashion_dir, tmp_path):
+    # torchvision's download has test labels: the notebook hands each run's submission.csv over all the same
+    folder = fashion_dir / "fashion_mnist"
+    x = np.load(folder / "test_images.npz")["x"]
+    np.savez(folder / "test.npz", x=x, y=np.arange(len(x)) % 10)  # read before test_images.npz
+    metrics = run(fashion_config(), fashion_dir, tmp_path)
+    assert metrics["test_acc"] is not None
+    with open(tmp_path / "fashion" / "submission.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["Id"]) for r in rows] == list(range(1, len(x) + 1))
