@@ -37,13 +37,13 @@ def device_report():
     """Print and return what decides speed and precision here: GPU (name, memory, bf16), CPU (cores,
     instruction set, native bf16), and the device and mixed-precision dtype runs will use."""
     import torch
-    from train import amp_dtype, pick_device
+    from train import amp_dtype, cuda_native_bf16, pick_device
     device = pick_device("auto")
     report = {"torch": torch.__version__, "device": str(device)}
     if torch.cuda.is_available():
         gpu = torch.cuda.get_device_properties(0)
         report.update(gpu=gpu.name, gpu_memory_gib=round(gpu.total_memory / 2**30, 1),
-                      gpu_bf16=torch.cuda.is_bf16_supported())
+                      gpu_bf16=cuda_native_bf16(torch.device("cuda", 0)))
     else:
         report["gpu"] = "none"
     report.update(cpu_cores=os.cpu_count(), cpu_capability=torch.backends.cpu.get_cpu_capability(),

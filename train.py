@@ -131,10 +131,19 @@ def amp_dtype(device, enabled):
     if not enabled:
         return None
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cuda_native_bf16(device) else torch.float16
     if device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
         return torch.bfloat16
     return None
+
+
+def cuda_native_bf16(device):
+    """bf16 in the GPU's hardware: Ampere (compute capability 8.0) or later, or ROCm, as
+    torch.cuda.is_bf16_supported(including_emulation=False) says for the current device. Its default also says
+    yes on a Turing T4, Colab's free GPU, where bf16 is emulated: no tensor cores for it, and torch.compile
+    skips bf16 graphs there (Triton has no bf16 below compute capability 8). Such a GPU trains in fp16 with a
+    grad scaler."""
+    return torch.version.hip is not None or torch.cuda.get_device_capability(device)[0] >= 8
 
 
 def autocast(device, enabled):

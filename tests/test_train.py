@@ -206,3 +206,12 @@ def test_a_run_that_does_not_compile_never_imports_torch_dynamo(fashion_dir, tmp
     done = subprocess.run([sys.executable, "-c", code, str(fashion_dir), str(tmp_path)], cwd=ROOT,
                           capture_output=True, text=True, check=True)
     assert done.stdout.splitlines()[-1] == "False"
+
+
+@pytest.mark.parametrize("capability, dtype", [((7, 5), torch.float16), ((8, 0), torch.bfloat16)])
+def test_a_gpu_without_bf16_hardware_trains_in_fp16(monkeypatch, capability, dtype):
+    # a T4 (7.5), Colab's free GPU, emulates bf16, which torch.cuda.is_bf16_supported() counts by default
+    from train import amp_dtype
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert amp_dtype(torch.device("cuda", 0), True) == dtype
