@@ -54,10 +54,16 @@ def run_or_skip(config, data_dir, sweep_dir, force=False):
     resume = not force and (out_dir / "last.pt").is_file()
     if not force and not resume and (out_dir / "metrics.json").is_file():
         metrics = json.loads((out_dir / "metrics.json").read_text())
-        if not changed_keys(metrics["config"], config):
+        if not changed_keys(metrics["config"], config) and refit_done(metrics):
             print(f"{config['name']}: finished before, skipped (--force runs it again)", flush=True)
             return metrics
     return run(config, data_dir, sweep_dir, resume=resume, overwrite=force, fixed=True)
+
+
+def refit_done(metrics):
+    """False for a run whose refit (config refit = true) was stopped or failed: metrics.json already held the
+    dev-selected run, and last.pt was gone, so a re-run would have skipped it with the refit never made."""
+    return not metrics["config"].get("refit") or metrics["best_epoch"] is None or "refit" in metrics
 
 
 def draw_sweep(sweep_dir, names):

@@ -113,6 +113,22 @@ def test_a_diverging_run_is_recorded_and_the_sweep_goes_on(imdb_dir, tmp_path):
     assert "huge (diverged)" in (tmp_path / "lrs" / "summary.csv").read_text()
 
 
+def test_a_run_whose_refit_was_stopped_is_run_again_not_skipped(imdb_dir, tmp_path, capsys):
+    from explore import run_or_skip
+    config = load_config(None, tiny(epochs=1, refit=True))
+    path = tmp_path / "tiny" / "metrics.json"
+    run_or_skip(config, imdb_dir, tmp_path)
+    metrics = json.loads(path.read_text())
+    del metrics["refit"]  # as metrics.json stands when Ctrl-C or a full disk stops the refit
+    path.write_text(json.dumps(metrics))
+    capsys.readouterr()
+    again = run_or_skip(config, imdb_dir, tmp_path)
+    assert "skipped" not in capsys.readouterr().out and again["refit"]["epochs"] == 1
+    assert "refit" in json.loads(path.read_text())
+    run_or_skip(config, imdb_dir, tmp_path)
+    assert "skipped" in capsys.readouterr().out
+
+
 def test_a_sweep_rerun_skips_finished_configs_unless_forced(imdb_dir, tmp_path, capsys):
     args = dict(base=None, data_dir=imdb_dir, out=tmp_path, overrides=tiny(epochs=1))
     sweep("s", "lr", [0.01, 0.02], ["a", "b"], **args)
