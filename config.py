@@ -84,7 +84,7 @@ DEFAULTS = dict(
                              # by this many pixels (up-left, down-right): 3x their cost; the per-epoch dev
                              # evaluations, which choose the checkpoint, leave them out
     ema=0.0,                 # weight EMA decay per step; 0 = off
-    amp=False,               # mixed precision: bf16 on CUDA (else fp16 + grad scaler) and on bf16 CPUs
+    amp=False,               # mixed precision: bf16 on Ampere+ GPUs (else fp16 + grad scaler) and on bf16 CPUs
     compile=False,           # torch.compile the model (CUDA; slow to start)
     plots=True,              # draw the run's figures at the end (loss, accuracy, confusion, dev images); false
                              # saves ~2 s of a short run, and `main.py plot RUN_DIR` draws them later
