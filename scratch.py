@@ -18,14 +18,15 @@ from threadpoolctl import threadpool_limits  # installed with scikit-learn, whic
 import numpy_nn as nn
 from checkpoint import config_hash
 from config import UserError, load_config
-from data import CLASS_NAMES, ROOT, dev_split, load_images
+from data import CLASS_NAMES, ROOT, cap_train, dev_split, load_images
 from files import write_json, write_submission
 
 SCRATCH_CONFIG = ROOT / "configs" / "fashion_scratch.toml"
 ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 # what numpy_nn has no counterpart for must stay at these values (the toolkit's defaults: "off")
 UNSUPPORTED = {"model": "mlp", "dropout": 0.0, "weight_decay": 0.0, "scheduler": "constant", "label_smoothing": 0.0,
-               "augment": False, "tta_flip": False, "ema": 0.0, "init": "default"}
+               "augment": False, "tta_flip": False, "ema": 0.0, "init": "default", "lookahead": False,
+               "budget_minutes": 0.0, "refit": False, "amp": False}
 # One thread a side, so the times compare the same work on one core. On this project's shared 2-core CPU with
 # other processes running (load 5-7), two threads were ruinous for both: OpenBLAS took 22 ms for the MLP's
 # 128x784 @ 784x256 float32 matmul against 2.3 ms on one thread, and a torch epoch of this config took 68 s
@@ -49,11 +50,13 @@ def check_supported(config):
 
 def load_arrays(config, data_dir):
     """{'train', 'dev', 'test'}: (float32 [N, features], labels or None), split and normalized exactly as
-    experiment.load_vision does: the same dev_split, the training part's per-channel statistics."""
+    experiment.load_vision does: the same dev_split and max_train subset, the training part's per-channel
+    statistics."""
     from experiment import channel_stats
     raw = load_images(config["task"], data_dir)
     x, y = raw["train"]
     tr, dv = dev_split(y, config["dev_size"])
+    tr = cap_train(tr, config["max_train"])
     mean, std = (np.array(s, dtype=np.float32).reshape(1, -1, 1, 1) for s in channel_stats(x[tr]))
 
     def prep(images):  # uint8 [N, H, W(, C)] -> [N, C*H*W] in the torch side's [N, C, H, W] order
@@ -132,6 +135,7 @@ def train_numpy(config, data_dir, out_dir):
     metrics = {"name": config["name"], "config": config, "config_hash": config_hash(config), "seed": config["seed"],
                "framework": "numpy_nn", "versions": {"numpy": np.__version__}, "blas_threads": BLAS_THREADS,
                "params": sum(layer.params[name].size for layer, name in net.parameters()),
+               "train_examples": len(data["train"][1]),
                "history": history, "best_epoch": best["epoch"],
                "best_dev_acc": best["dev_acc"] if best["epoch"] else None, "test_acc": test_acc,
                "diverged": diverged is not None, "diverged_at": diverged, "seconds": time.perf_counter() - start,

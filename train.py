@@ -480,6 +480,7 @@ def finish(state, data, config, out_dir, start, extra=None):
                "versions": versions(), "device": str(state.device),
                "precision": str(state.precision).removeprefix("torch."), "world_size": ranks.world_size(),
                "backend": ranks.backend(), "params": sum(p.numel() for p in state.model.parameters()),
+               "train_examples": data["train"][0].shape[0],
                "history": state.history, "best_epoch": best["epoch"],
                "best_dev_acc": best["dev_acc"] if best["epoch"] else None, "final_dev_acc": final_dev_acc,
                "test_acc": test_acc, "diverged": state.diverged is not None, "diverged_at": state.diverged,

@@ -66,12 +66,20 @@ def test_scratch_trains_numpy_and_torch_on_the_same_config_and_writes_a_submissi
     assert "numpy - torch, best dev accuracy" in capsys.readouterr().out
 
 
-def test_scratch_refuses_a_setting_the_numpy_layers_do_not_have(fashion_dir, tmp_path, capsys):
-    code = main(["explore", "scratch", "--data-dir", str(fashion_dir), "--out", str(tmp_path),
-                 "--set", "optimizer=adam"])
+@pytest.mark.parametrize("setting, message", [("optimizer=adam", "optimizer = 'adam'"),
+                                              ("lookahead=true", "lookahead = True"),
+                                              ("budget_minutes=1", "budget_minutes = 1.0")])
+def test_scratch_refuses_a_setting_the_numpy_layers_do_not_have(fashion_dir, tmp_path, capsys, setting, message):
+    code = main(["explore", "scratch", "--data-dir", str(fashion_dir), "--out", str(tmp_path), "--set", setting])
     assert code == 2
-    assert "optimizer = 'adam'" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
     assert not (tmp_path / "scratch").exists()
+
+
+def test_scratch_trains_both_sides_on_the_same_max_train_subset(fashion_dir, tmp_path):
+    assert explore_scratch(fashion_dir, tmp_path, [*TINY, "max_train=100"]) == 0
+    runs = {name: json.loads((tmp_path / "scratch" / name / "metrics.json").read_text()) for name in ("torch", "numpy")}
+    assert runs["torch"]["train_examples"] == runs["numpy"]["train_examples"] == 100
 
 
 def test_sgd_learning_rate_sweep_runs_every_rate_for_every_seed_and_plots_bands(fashion_dir, tmp_path):
