@@ -24,7 +24,8 @@ except ImportError:  # Windows has no flock: there a second run on one folder is
 
 LOCK = ".lock"
 HOLDS_A_RUN = ("metrics.json", "model.pt", "last.pt")  # a folder with any of these is used
-RESULTS = HOLDS_A_RUN + ("submission.csv", "loss.png", "accuracy.png", "confusion.png", "predictions.png")
+RESULTS = HOLDS_A_RUN + ("model_refit.pt", "submission.csv", "loss.png", "accuracy.png", "confusion.png",
+                        "predictions.png")
 
 
 class FolderInUse(UserError):

@@ -312,3 +312,11 @@ def test_a_run_into_a_used_folder_goes_to_a_numbered_one_and_only_overwrite_repl
     assert main([*argv, "--set", "lr=0.02", "--overwrite"]) == 0
     assert json.loads((tmp_path / "out" / "tiny" / "metrics.json").read_text())["config"]["lr"] == 0.02
     assert not (tmp_path / "out" / "tiny-4").exists()
+
+
+def test_overwrite_leaves_no_file_of_the_run_it_replaces(imdb_dir, tmp_path):
+    argv = tiny_run(tmp_path, imdb_dir, epochs=1)
+    assert main([*argv, "--set", "refit=true"]) == 0
+    assert (tmp_path / "out" / "tiny" / "model_refit.pt").is_file()
+    assert main([*argv, "--overwrite"]) == 0  # no refit: its model_refit.pt must not stay beside the new run
+    assert not (tmp_path / "out" / "tiny" / "model_refit.pt").exists()
