@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine: `make run` and `make test`.
-# Both create .venv when missing and (re)install requirements.txt when it changed.
+# Both create .venv when missing and (re)install requirements.txt and requirements-test.txt when they changed.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
@@ -10,7 +10,7 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt requirements-test.txt
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q -r requirements.txt -r requirements-test.txt
 	touch $@
