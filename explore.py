@@ -5,12 +5,13 @@ Importable for notebooks and Colab:
     explore_mlp_structures(data_dir="../shared/data", out="runs")
 """
 import json
+import re
 from contextlib import nullcontext
 from pathlib import Path
 
 import ranks
 from checkpoint import changed_keys
-from config import load_config
+from config import UserError, load_config
 from data import ROOT
 from experiment import as_trained, run
 from files import write_csv
@@ -66,6 +67,18 @@ def refit_done(metrics):
     return not metrics["config"].get("refit") or metrics["best_epoch"] is None or "refit" in metrics
 
 
+def redraw_sweep(sweep_dir):
+    """`main.py plot SWEEP_DIR`: a sweep's plots and summary drawn again from its runs' metrics.json, as the
+    sweep drew them (seed bands for a sweep of values x seeds)."""
+    sweep_dir = Path(sweep_dir)
+    paths = sorted(sweep_dir.glob("*/metrics.json"))
+    if not paths:
+        raise UserError(f"{sweep_dir}: no */metrics.json to plot")
+    if all(re.fullmatch(r".+-seed\d+", p.parent.name) for p in paths):
+        return draw_seeded(sweep_dir, [json.loads(p.read_text()) for p in paths])
+    return draw_sweep(sweep_dir, [p.parent.name for p in paths])
+
+
 def draw_sweep(sweep_dir, names):
     """Read each run's metrics.json and (re)draw the sweep's plots and summary; no training involved."""
     sweep_dir = Path(sweep_dir)
@@ -119,6 +132,18 @@ def explore_mlp_learning_rates(data_dir=None, out="runs", overrides=(), force=Fa
                  overrides=[*overrides, "hidden_dims=[512]"], force=force)
 
 
+def draw_seeded(sweep_dir, metrics):
+    """The plots and summary of a sweep of values x seeds (seeded_configs): per value, the mean and min-max band
+    over its seeds of dev accuracy, dev loss and train loss. `main.py plot` redraws the same from the files."""
+    groups = {}
+    for m in metrics:
+        groups.setdefault(m["name"].rpartition("-seed")[0], []).append(m)
+    for key, label in (("dev_acc", "dev accuracy"), ("dev_loss", "dev loss"), ("train_loss", "train loss")):
+        curves = {value: [[h[key] for h in m["history"]] for m in runs] for value, runs in groups.items()}
+        plot_spread(curves, label, f"{sweep_dir.name}: {label}, mean and min-max over seeds", sweep_dir / f"{key}.png")
+    return write_summary(sweep_dir, metrics)
+
+
 def seeded_configs(key, values, label, seeds, overrides):
     """configs/fashion_init.toml with each of `values` for `key` and each seed, named <label(value)>-seed<seed>;
     values outer, seeds inner. All are read before a sweep takes its folder, so a bad override leaves none."""
@@ -134,12 +159,7 @@ def explore_init(data_dir=None, out="runs", overrides=(), force=False, seeds=(0,
     configs = seeded_configs("init", inits, lambda init: init, seeds, overrides)
     with hold_sweep(sweep_dir):
         metrics = [run_or_skip(config, data_dir, sweep_dir, force) for config in configs]
-        if not ranks.is_main():
-            return metrics
-        curves = {init: [[h["dev_acc"] for h in m["history"]] for m in metrics if m["config"]["init"] == init]
-                  for init in inits}
-        plot_spread(curves, "dev accuracy", "initialization: mean and min-max over seeds", sweep_dir / "dev_acc.png")
-        return write_summary(sweep_dir, metrics)
+        return draw_seeded(sweep_dir, metrics) if ranks.is_main() else metrics
 
 
 def explore_sgd_learning_rates(data_dir=None, out="runs", overrides=(), force=False, seeds=(0, 1, 2),
@@ -152,14 +172,7 @@ def explore_sgd_learning_rates(data_dir=None, out="runs", overrides=(), force=Fa
     configs = seeded_configs("lr", lrs, lambda lr: f"lr={lr:g}", seeds, overrides)
     with hold_sweep(sweep_dir):
         metrics = [run_or_skip(config, data_dir, sweep_dir, force) for config in configs]
-        if not ranks.is_main():
-            return metrics
-        for key, label in (("dev_acc", "dev accuracy"), ("dev_loss", "dev loss"), ("train_loss", "train loss")):
-            curves = {f"lr={lr:g}": [[h[key] for h in m["history"]] for m in metrics if m["config"]["lr"] == lr]
-                      for lr in lrs}
-            plot_spread(curves, label, f"SGD learning rate: {label}, mean and min-max over seeds",
-                        sweep_dir / f"{key}.png")
-        return write_summary(sweep_dir, metrics)
+        return draw_seeded(sweep_dir, metrics) if ranks.is_main() else metrics
 
 
 SWEEPS = {"structures": explore_mlp_structures, "activations": explore_mlp_activations,

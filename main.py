@@ -147,13 +147,10 @@ def dispatch(args):
             redraw_run(args.sweep_dir, args.data_dir)
         return
     if args.command == "plot":
-        from explore import draw_sweep
+        from explore import redraw_sweep
         from folders import hold
-        names = sorted(p.parent.name for p in Path(args.sweep_dir).glob("*/metrics.json"))
-        if not names:
-            raise UserError(f"{args.sweep_dir}: no */metrics.json to plot")
         with hold(args.sweep_dir):
-            draw_sweep(args.sweep_dir, names)
+            redraw_sweep(args.sweep_dir)
         return
     if args.command == "predict":
         from experiment import predict

@@ -87,3 +87,15 @@ def test_sgd_learning_rate_sweep_runs_every_rate_for_every_seed_and_plots_bands(
                                          seeds=(0, 1), lrs=(1e-3, 3e-2))
     assert sorted(m["name"] for m in metrics) == ["lr=0.001-seed0", "lr=0.001-seed1", "lr=0.03-seed0", "lr=0.03-seed1"]
     assert all((tmp_path / "sgd-learning-rates" / f"{k}.png").is_file() for k in ("dev_acc", "dev_loss", "train_loss"))
+
+
+def test_main_py_plot_redraws_a_seeded_sweep_with_its_seed_bands(fashion_dir, tmp_path, monkeypatch):
+    import explore
+    drawn, spread = [], explore.plot_spread
+    monkeypatch.setattr(explore, "plot_spread", lambda *args: drawn.append(args) or spread(*args))
+    explore_sgd_learning_rates(fashion_dir, tmp_path, ["epochs=2", "dev_size=50", "hidden_dims=[8]"],
+                               seeds=(0, 1), lrs=(1e-3, 3e-2))
+    by_sweep, drawn[:] = list(drawn), []
+    assert main(["plot", str(tmp_path / "sgd-learning-rates")]) == 0
+    assert drawn == by_sweep and len(drawn) == 3  # dev accuracy, dev loss, train loss: bands over the 2 seeds
+    assert [len(runs) for runs in drawn[0][0].values()] == [2, 2]
