@@ -19,11 +19,12 @@ def save(fig, path):
 def plot_curves(curves, ylabel, title, path, marked=()):
     """One line per name in `curves` ({name: per-epoch values}); axis limits follow the data (nothing clipped).
     Names in `marked` (e.g. diverged runs) get a cross at their last point; a single value beside longer
-    curves (a baseline fitted once, as the sweeps' nb-logreg row) is a dashed level line."""
+    curves (a baseline fitted once, as the sweeps' nb-logreg row) is a dashed level line, unless marked: a run
+    that diverged in its second epoch has one value too."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     longest = max(map(len, curves.values()), default=0)
     for name, values in curves.items():
-        if len(values) == 1 and longest > 1:
+        if len(values) == 1 and longest > 1 and name not in marked:
             ax.axhline(values[0], linestyle="--", color="gray", label=name)
             continue
         epochs = np.arange(1, len(values) + 1)

@@ -49,3 +49,13 @@ def test_a_spread_over_seeds_takes_seeds_that_stopped_early(tmp_path, drawn):
                       tmp_path / "spread.png")
     lines = drawn[0].axes[0].get_lines()
     assert list(lines[0].get_ydata()) == pytest.approx([0.45, 0.65, 0.8]) and list(lines[1].get_ydata()) == [0.3]
+
+
+def test_a_run_that_diverged_after_one_epoch_is_a_crossed_point_not_a_baseline(tmp_path, drawn):
+    visualize_configs([[0.8, 0.85, 0.9], [0.6], [0.3]], ["a", "nb-logreg", "huge"], "dev accuracy",
+                      tmp_path / "acc.png", marked=["huge"])
+    ax = drawn[0].axes[0]
+    dashed = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    crossed = [line for line in ax.get_lines() if line.get_marker() == "x"]
+    assert len(dashed) == 1 and list(dashed[0].get_ydata()) == [0.6, 0.6]  # the baseline fitted once
+    assert len(crossed) == 1 and list(crossed[0].get_ydata()) == [0.3]
