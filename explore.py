@@ -121,15 +121,16 @@ def explore_mlp_structures(data_dir=None, out="runs", overrides=(), force=False)
 
 
 def explore_mlp_activations(data_dir=None, out="runs", overrides=(), force=False):
+    """One hidden layer of 512 (the homework's) unless --set hidden_dims says otherwise."""
     acts = ["Sigmoid", "Tanh", "ReLU", "GELU"]
     return sweep("activations", "activation", acts, [a.lower() for a in acts], data_dir=data_dir, out=out,
-                 overrides=[*overrides, "hidden_dims=[512]"], force=force)
+                 overrides=["hidden_dims=[512]", *overrides], force=force)
 
 
 def explore_mlp_learning_rates(data_dir=None, out="runs", overrides=(), force=False):
     lrs = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]  # two orders of magnitude around Adam's usual 1e-3
     return sweep("learning-rates", "lr", lrs, [f"lr={lr:g}" for lr in lrs], data_dir=data_dir, out=out,
-                 overrides=[*overrides, "hidden_dims=[512]"], force=force)
+                 overrides=["hidden_dims=[512]", *overrides], force=force)
 
 
 def draw_seeded(sweep_dir, metrics):

@@ -1,6 +1,6 @@
 import csv
 
-from explore import explore_init, explore_mlp_structures
+from explore import explore_init, explore_mlp_activations, explore_mlp_structures
 from main import main
 
 
@@ -35,3 +35,11 @@ def test_init_sweep_runs_every_initialization_for_every_seed(fashion_dir, tmp_pa
 def test_theory_exploration_writes_its_json(tmp_path):
     assert main(["explore", "theory", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "theory" / "theory.json").is_file()
+
+
+def test_the_activations_sweep_uses_one_hidden_layer_of_512_unless_told_otherwise(imdb_dir, tmp_path):
+    args = ["epochs=1", "dev_size=100", "min_df=1"]
+    metrics = explore_mlp_activations(imdb_dir, tmp_path / "a", args)
+    assert {tuple(m["config"]["hidden_dims"]) for m in metrics[:-1]} == {(512,)}  # the last row: nb-logreg
+    metrics = explore_mlp_activations(imdb_dir, tmp_path / "b", [*args, "hidden_dims=[16]"])
+    assert {tuple(m["config"]["hidden_dims"]) for m in metrics[:-1]} == {(16,)}
