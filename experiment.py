@@ -185,7 +185,7 @@ def check_run_dir(out_dir, config):
         changed = changed_keys(saved, config)
         if changed:
             raise UserError(f"{out_dir} holds a run with a different config ({', '.join(changed)}); choose "
-                            f"another --out or --set name=...")
+                            f"another --out, or --force (force=True) to replace it")
 
 
 def resume_dir(out_root, config):
