@@ -323,7 +323,9 @@ def print_result(metrics, out_dir):
     dev = f"{metrics['best_dev_acc']:.4f} at epoch {metrics['best_epoch']}"
     if metrics.get("final_dev_acc", metrics["best_dev_acc"]) != metrics["best_dev_acc"]:  # (older metrics.json lack it)
         dev += f" ({metrics['final_dev_acc']:.4f} with the shifted views the test is predicted with)"
-    print(f"{metrics['name']}: best dev acc {dev}, test acc {test}, {metrics['seconds']:.0f}s; results in {out_dir}/")
+    loading = metrics.get("data_seconds", 0) + metrics.get("logreg_seconds", 0)  # featurizing included
+    took = f"{metrics['seconds']:.0f}s training" + (f" after {loading:.0f}s loading" if loading else "")
+    print(f"{metrics['name']}: best dev acc {dev}, test acc {test}, {took}; results in {out_dir}/")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 import csv
+import re
 
 import numpy as np
 import pytest
@@ -370,3 +371,11 @@ def test_a_labelled_test_split_gets_its_accuracy_and_still_a_submission(fashion_
     with open(tmp_path / "fashion" / "submission.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["Id"]) for r in rows] == list(range(1, len(x) + 1))
+
+
+def test_the_closing_line_gives_the_training_time_and_the_loading_time_apart(fashion_dir, tmp_path, capsys):
+    # the run's "seconds" count training and testing only; a bare "1s" read as the whole run's time
+    assert main(["run", "configs/fashion_mlp.toml", "--data-dir", str(fashion_dir), "--out", str(tmp_path),
+                 "--set", "epochs=1", "--set", "dev_size=50", "--set", "plots=false"]) == 0
+    assert re.search(r"test acc withheld \(see submission.csv\), \d+s training after \d+s loading; results in",
+                     capsys.readouterr().out)
