@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import experiment
-from config import load_config
+from config import UserError, load_config
 from data import ROOT, resolve_data_dir
 from experiment import as_trained, build_model, init_from_data, load_task, make_augment, place, run
 from files import write_json, write_text
@@ -112,8 +112,9 @@ def whole_run(args):
     start = time.perf_counter()
     done = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - start
-    if done.returncode:
-        raise RuntimeError(f"bench: `python {' '.join(args)}` failed: {done.stderr.strip().splitlines()[-1:]}")
+    if done.returncode:  # one line, as any failure of a command: the process's own last line says why
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise UserError(f"bench: `python {' '.join(args)}` failed (exit {done.returncode}): {last}")
     return seconds
 
 

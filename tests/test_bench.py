@@ -110,3 +110,33 @@ def test_the_bench_warns_when_the_avx2_emulation_leaves_mkl_unlimited():
     assert warning.startswith("MKL_ENABLE_INSTRUCTIONS is not set")
     assert cpu_limits({**issue_15s, "MKL_ENABLE_INSTRUCTIONS": "AVX2"})[1] is None
     assert cpu_limits({"PATH": "/bin"}) == ({}, None)  # a CPU as it is
+
+
+def write_idx(path, array):
+    """An MNIST-style idx file, as torchvision's Fashion-MNIST download leaves them in DIR/FashionMNIST/raw."""
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    path.write_bytes(header + array.astype("uint8").tobytes())
+
+
+def test_the_peers_read_torchvisions_download_as_the_toolkit_does(tmp_path):
+    import numpy as np
+    raw = tmp_path / "data" / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 200), ("t10k", 30)):
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 255, (n, 28, 28)))
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)
+    done = subprocess.run([sys.executable, "tools/fashion_peers.py", "sklearn", "--data-dir", str(tmp_path / "data"),
+                           "--out", str(tmp_path / "out"), "--epochs", "1", "--dev-size", "50"],
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert len((tmp_path / "out" / "submission.csv").read_text().split()) == 31
+
+
+def test_a_whole_process_that_fails_is_one_line_naming_it(tmp_path):
+    import pytest
+    import bench
+    from config import UserError
+    (tmp_path / "fails.py").write_text("import sys\nsys.exit('no train.npz here')\n")
+    with pytest.raises(UserError, match=r"fails.py` failed \(exit 1\): no train.npz here"):
+        bench.whole_run([str(tmp_path / "fails.py")])

@@ -3,7 +3,7 @@
     python tools/fashion_peers.py textbook|sklearn [--data-dir DIR] [--out DIR] [--hidden 256 128] [--epochs 10]
                                   [--dev-size 5000]
 
-Each is what a student would write: load the npz files, scale pixels to [0, 1], train the same
+Each is what a student would write: load the images, scale pixels to [0, 1], train the same
 784-256-128-10 ReLU MLP with Adam lr 1e-3 for the same epochs on the same 55,000-image training part (the
 toolkit's dev split, data.dev_split), then write OUT/submission.csv for the test images and OUT/metrics.json
 (dev accuracy, seconds inside the process).
@@ -21,17 +21,18 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from data import dev_split, resolve_data_dir  # noqa: E402
+from data import dev_split, load_images  # noqa: E402
 from files import write_json, write_submission  # noqa: E402
 
 
 def load(data_dir, dev_size):
-    folder = resolve_data_dir(data_dir) / "fashion_mnist"
-    train = np.load(folder / "train.npz")
-    test = folder / "test.npz" if (folder / "test.npz").is_file() else folder / "test_images.npz"
-    x, y = train["x"].reshape(len(train["x"]), -1) / np.float32(255), train["y"].astype(np.int64)
+    """The toolkit's loader, so that the peers read what it reads: the npz files, or torchvision's download
+    (which imports torchvision only then)."""
+    images = load_images("fashion", data_dir)
+    (x, y), x_test = images["train"], images["test"][0]
+    x = x.reshape(len(x), -1) / np.float32(255)
     tr, dv = dev_split(y, dev_size)
-    return (x[tr], y[tr]), (x[dv], y[dv]), np.load(test)["x"].reshape(-1, 784) / np.float32(255)
+    return (x[tr], y[tr]), (x[dv], y[dv]), x_test.reshape(-1, 784) / np.float32(255)
 
 
 def textbook_loop(train, hidden, epochs, seed=0):
