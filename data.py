@@ -6,9 +6,11 @@ Local folders (as in ../shared/data) are tried first, so an offline machine neve
 Otherwise the official archives are downloaded into DIR. Every problem with the files is a UserError that
 names the file and what is wrong.
 """
+import errno
 import gzip
 import json
 import os
+import shutil
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,6 +21,9 @@ from config import UserError
 
 ROOT = Path(__file__).resolve().parent
 IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
+IMDB_MD5 = "7c2ac02c03563afcf9b574c7e56c153a"  # as torchtext checks it: a truncated archive fails it
+# a download that failed on these is a fault of the machine (exit 1), not data missing (exit 2)
+DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
 IMAGE_SHAPES = {"fashion": (28, 28), "cifar10": (32, 32, 3)}
 IMAGE_FOLDERS = {"fashion": "fashion_mnist", "cifar10": "cifar10"}
 CLASS_NAMES = {
@@ -106,12 +111,30 @@ def first_existing(folder, names):
 
 
 def read_acl_imdb(folder, split):
+    """The reviews of aclImdb/<split>/{neg,pos}/<id>_<rating>.txt in the order of their ids, whose runs are
+    one movie's reviews (the block dev split keeps them together); sorted as strings, 10000 came before 1000."""
     texts, labels = [], []
     for label, sub in ((0, "neg"), (1, "pos")):
-        for path in sorted((folder / split / sub).glob("*.txt")):
+        paths = sorted((folder / split / sub).glob("*.txt"), key=lambda p: (len(p.stem.split("_")[0]), p.stem))
+        if not paths:
+            raise UserError(f"{folder / split / sub}: no reviews (*.txt); the aclImdb folder is incomplete")
+        for path in paths:
             texts.append(path.read_text(encoding="utf-8"))
             labels.append(label)
     return texts, np.array(labels, dtype=np.int64)
+
+
+def download_imdb(data_dir):
+    """The Stanford archive into data_dir, its MD5 checked (torchvision fetches it again where a file there
+    fails it), then extracted beside aclImdb/ and renamed into place whole: an interrupted run leaves no part
+    of aclImdb/ for the next one to read as all of it."""
+    from torchvision.datasets.utils import download_url, extract_archive
+    download_url(IMDB_URL, str(data_dir), md5=IMDB_MD5)
+    partial = data_dir / "aclImdb.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    extract_archive(str(data_dir / "aclImdb_v1.tar.gz"), str(partial))
+    (partial / "aclImdb").rename(data_dir / "aclImdb")
+    shutil.rmtree(partial)
 
 
 def load_imdb(data_dir=None):
@@ -125,11 +148,12 @@ def load_imdb(data_dir=None):
             raise UserError(f"{local}: found {train_file.name} but no test.jsonl[.gz] or test_texts.jsonl[.gz]")
         return {"train": read_jsonl(train_file, True), "test": read_jsonl(test_file, False)}
     acl = data_dir / "aclImdb"
-    if not (acl / "train").is_dir():
-        from torchvision.datasets.utils import download_and_extract_archive
+    if not acl.is_dir():
         try:
-            download_and_extract_archive(IMDB_URL, download_root=str(data_dir))
-        except Exception as e:  # no network, proxy, disk full: all the same to the user
+            download_imdb(data_dir)
+        except Exception as e:  # no network, a proxy, a corrupt download
+            if isinstance(e, OSError) and e.errno in DISK_ERRNOS:
+                raise
             raise UserError(f"IMDB not found: looked for {local}/train.jsonl[.gz] and {acl}/train/, and the "
                             f"download failed ({type(e).__name__}); put the files there or pass --data-dir "
                             f"(or DATA_DIR) naming a folder that has imdb/") from None
@@ -245,6 +269,8 @@ def load_images(task, data_dir=None):
     try:
         train, test = (cls(str(data_dir), train=t, download=True) for t in (True, False))
     except Exception as e:
+        if isinstance(e, OSError) and e.errno in DISK_ERRNOS:
+            raise
         raise UserError(f"{task} not found: looked for {local}/train.npz and torchvision's files in {data_dir}, "
                         f"and the download failed ({type(e).__name__}); put the files there or pass "
                         f"--data-dir (or DATA_DIR)") from None

@@ -39,7 +39,7 @@ def test_data_dir_comes_from_the_environment_when_not_given(imdb_dir, monkeypatc
 
 def test_missing_data_without_network_says_where_it_looked_and_how_to_fix(tmp_path, monkeypatch):
     import torchvision.datasets.utils as tv_utils
-    monkeypatch.setattr(tv_utils, "download_and_extract_archive", no_network)
+    monkeypatch.setattr(tv_utils, "download_url", no_network)
     with pytest.raises(UserError) as err:
         load_imdb(tmp_path)
     message = str(err.value)
@@ -88,6 +88,57 @@ def test_acl_imdb_folder_layout_is_read(tmp_path):
             (folder / "0_1.txt").write_text(text)
     loaded = data.load_imdb(tmp_path)
     assert loaded["train"][0] == ["bad", "good"] and loaded["test"][1].tolist() == [0, 1]
+
+
+def test_acl_imdb_reviews_are_read_in_the_order_of_their_ids(tmp_path):
+    # one movie's reviews have consecutive ids; sorted as strings, 10000 came between 1000 and 999
+    for split in ("train", "test"):
+        for sub in ("neg", "pos"):
+            folder = tmp_path / "aclImdb" / split / sub
+            folder.mkdir(parents=True)
+            for review_id in (1000, 999, 10000, 2):
+                (folder / f"{review_id}_3.txt").write_text(f"{sub} {review_id}")
+    assert data.load_imdb(tmp_path)["train"][0][:4] == ["neg 2", "neg 999", "neg 1000", "neg 10000"]
+
+
+def test_an_incomplete_acl_imdb_folder_is_refused_naming_what_is_missing(tmp_path):
+    (tmp_path / "aclImdb" / "train" / "neg").mkdir(parents=True)
+    (tmp_path / "aclImdb" / "train" / "neg" / "0_1.txt").write_text("bad")
+    with pytest.raises(UserError, match="aclImdb/train/pos: no reviews"):
+        data.load_imdb(tmp_path)
+
+
+def test_the_imdb_download_is_checked_and_extracted_whole(tmp_path, monkeypatch):
+    import tarfile
+    import torchvision.datasets.utils as tv_utils
+    source = tmp_path / "source"
+    for split in ("train", "test"):
+        for sub in ("neg", "pos"):
+            (source / "aclImdb" / split / sub).mkdir(parents=True)
+            (source / "aclImdb" / split / sub / "0_1.txt").write_text(sub)
+    asked = {}
+
+    def download_url(url, root, md5=None, **kwargs):  # as torchvision's, once the archive has passed its MD5
+        asked["md5"] = md5
+        with tarfile.open(f"{root}/aclImdb_v1.tar.gz", "w:gz") as tar:
+            tar.add(source / "aclImdb", "aclImdb")
+    monkeypatch.setattr(tv_utils, "download_url", download_url)
+    target = tmp_path / "data"
+    target.mkdir()
+    assert data.load_imdb(target)["test"][0] == ["neg", "pos"]
+    assert asked["md5"] == data.IMDB_MD5 and not (target / "aclImdb.partial").exists()
+
+
+def test_a_download_that_fills_the_disk_is_a_fault_of_the_machine_not_missing_data(tmp_path, monkeypatch):
+    import errno
+    import torchvision.datasets.utils as tv_utils
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "aclImdb_v1.tar.gz"))
+    monkeypatch.setattr(tv_utils, "download_url", disk_full)
+    with pytest.raises(OSError) as err:
+        load_imdb(tmp_path)
+    assert not isinstance(err.value, UserError) and err.value.errno == errno.ENOSPC
 
 
 def runs_of(rows):
