@@ -13,20 +13,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from config import load_config
-from experiment import load_task, build_model
+from experiment import build_model, init_from_data, load_task
 torch.manual_seed(0)
 # usage: python tools/bn_effect.py STEPS DATA_DIR
 config = load_config(Path(__file__).resolve().parents[1] / "configs" / "cifar10_cnn.toml", ["device='cpu'"])
 data = load_task(config, sys.argv[2] if len(sys.argv) > 2 else None, torch.device("cpu"))
 x, y = data["train"]
 STEPS, B = int(sys.argv[1]) if len(sys.argv) > 1 else 30, config["batch_size"]
-net = build_model(config, data["meta"]["input_dim"]).to(memory_format=torch.channels_last)
+net = build_model(config, data["meta"]["input_dim"])
+init_from_data(net, config, data)  # the whitening stem, set from the training images as a run sets it
+net = net.to(memory_format=torch.channels_last)
 a, b = net, copy.deepcopy(net)
 oa, ob = (torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9, nesterov=True) for m in (a, b))
 perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))
 la, lb, t0 = [], [], time.perf_counter()
 for s in range(STEPS):
-    idx = perm[s * B:(s + 1) * B]
+    idx = perm[torch.arange(s * B, (s + 1) * B) % len(perm)]  # past the last image: round again
     xb, yb = x[idx], y[idx]
     oa.zero_grad(); loss = F.cross_entropy(a(xb), yb); loss.backward(); oa.step(); la.append(loss.item())
     ob.zero_grad(); tot = 0.0
@@ -42,5 +44,5 @@ a.eval(); b.eval()
 with torch.no_grad():
     xd, yd = data["dev"]
     acc = lambda m: sum((m(xd[i:i + 1000]).argmax(1) == yd[i:i + 1000]).sum().item()
-                        for i in range(0, 5000, 1000)) / 5000
+                        for i in range(0, len(yd), 1000)) / len(yd)
     print(f"dev accuracy after {STEPS} steps: global BN {acc(a):.4f}, per-rank BN {acc(b):.4f}")
