@@ -306,8 +306,10 @@ def markdown(result):
     bf16 = "skipped (no native bf16 on this CPU)" if bf16 is None else f"{bf16:.0f} GFLOP/s"
     limits, warning = cpu_limits(result.get("cpu_limits", {}))
     limited = ", ".join(f"{k}={v}" for k, v in limits.items()) or "none"
+    sizes = result.get("matmul_sizes", [2048, 3072, 4096])  # a bench.json from before it was recorded
+    sizes = f"best of {', '.join(map(str, sizes[:-1]))} and {sizes[-1]}" if len(sizes) > 1 else f"{sizes[0]}"
     lines = [f"fp32 matmul: {result['matmul_gflops']:.0f} GFLOP/s; bf16 matmul: {bf16} "
-             f"(best of 2048, 3072 and 4096 square, warm)", "", f"CPU limited by: {limited}",
+             f"({sizes} square, warm)", "", f"CPU limited by: {limited}",
              *([f"Warning: {warning}"] if warning else []), "",
              "| task | system | epochs | seconds | samples/s | accuracy (dev) | GFLOP/s |", "|---" * 7 + "|"]
     for r in result["rows"]:
@@ -342,7 +344,8 @@ def bench(data_dir=None, out="runs", quick=False):
     limits, warning = cpu_limits(os.environ)
     if warning:
         print(f"bench: {warning}", file=sys.stderr)
-    result = {"cpu_limits": limits, "matmul_gflops": matmul_gflops(torch.float32, sizes, seconds),
+    result = {"cpu_limits": limits, "matmul_sizes": list(sizes),
+              "matmul_gflops": matmul_gflops(torch.float32, sizes, seconds),
               "matmul_bf16_gflops": matmul_gflops(torch.bfloat16, sizes, seconds) if native_bf16() else None,
               "rows": []}
     result["fashion_profile"] = bench_fashion(data_dir, 1 if quick else 5, SEEDS[:1] if quick else SEEDS,

@@ -28,6 +28,7 @@ def test_quick_bench_writes_json_and_markdown_with_every_system(imdb_dir, fashio
     assert 0 < result["fashion_profile"]["fp32"]["matmul_share"] <= 1
     assert result["fashion_profile"]["fp32"]["matmul_gflops"] > 0
     assert "| task | system |" in (tmp_path / "bench.md").read_text()
+    assert "(256 square, warm)" in (tmp_path / "bench.md").read_text()  # the matrices --quick times
 
 
 def test_speed_targets_need_both_the_speedup_and_equal_or_better_accuracy():
