@@ -143,6 +143,9 @@ def check_value(key, value, where):
             raise UserError(f"{where}: '{key}' = {value!r} is out of range (must be {bound})")
     if key in ("hidden_dims", "widths", "amp_widths") and any(v < 1 for v in value):
         raise UserError(f"{where}: '{key}' = {value!r}: every size must be >= 1")
+    if key == "name" and (value in (".", "..") or any(c in value for c in "/\\")):
+        raise UserError(f"{where}: 'name' = {value!r} must be a plain folder name under --out (no / or \\, "
+                        f"not . or ..)")
     if key == "widths" and not value:
         raise UserError(f"{where}: 'widths' must name at least one conv group")
     return value
@@ -176,13 +179,13 @@ def load_config(path=None, overrides=(), last=None):
             raise UserError(f"{path}: not valid TOML ({e})") from None
         for key, value in table.items():
             config[key] = check_value(key, value, str(path))
-        config["name"] = config["name"] or path.stem
+        default_name = config["name"] or path.stem
     for text in overrides:
         key, value = parse_override(text)
         config[key] = check_value(key, value, f"--set {text}")
     for key, value in (last or {}).items():
         config[key] = check_value(key, value, "sweep")
-    config["name"] = config["name"] or config["task"]
+    config["name"] = config["name"] or (default_name if path is not None else config["task"])
     if config["epochs"] < config["reg_epochs"]:
         config = {**config, **scaled_regularisation(config)}
     if config["model"] == "cnn" and config["task"] != "cifar10":

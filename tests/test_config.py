@@ -59,7 +59,9 @@ def test_every_shipped_config_is_valid():
     ("scheduler=step", "'scheduler' = 'step' is not one of"),
     ("device=tpu", "'device' = 'tpu' is not one of"),
     ("dropout=1.5", "'dropout' = 1.5 is out of range"),
-    ("seed=-1", "'seed' = -1 is out of range"),  # numpy refused it as a traceback after the data had loaded
+    ("seed=-1", "'seed' = -1 is out of range"),
+    ("name=..", "'name' = '..' must be a plain folder name"),  # it wrote the run's files beside --out
+    ("name=a/b", "'name' = 'a/b' must be a plain folder name"),  # numpy refused it as a traceback after the data had loaded
     ("augment=yes", "'augment' must be bool"),
     ("epochs", "expected key=value"),
     ("model=logreg", "model 'logreg' needs task 'sentiment' with features 'nb'"),
@@ -108,3 +110,8 @@ def test_the_command_line_exits_2_without_traceback(tmp_path):
                              "--set", "batch_size=0", "--out", str(tmp_path)], capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error:") and "Traceback" not in result.stderr
+
+
+def test_an_empty_name_falls_back_to_the_config_files_stem():
+    assert load_config("configs/fashion_mlp.toml", ["name="])["name"] == "fashion_mlp"
+    assert load_config(None, ["task=fashion"])["name"] == "fashion"  # no file: the task
