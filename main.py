@@ -45,7 +45,8 @@ def parse_args(argv):
                                  help="continue the newest unfinished run of this config in OUT/<name>[-N] from its last.pt")
     commands["run"].add_argument("--overwrite", action="store_true",
                                  help="replace the results in OUT/<name> (else a used folder leaves it to OUT/<name>-2, -3, ...)")
-    commands["explore"].add_argument("--force", action="store_true", help="re-run configurations already finished")
+    for name in ("explore", "default"):
+        commands[name].add_argument("--force", action="store_true", help="re-run configurations already finished")
     commands["explore"].add_argument("sweep", choices=EXPLORATIONS)
     for p in commands.values():
         p.add_argument("--data-dir", help="folder with imdb/, fashion_mnist/, cifar10/ (default: $DATA_DIR or data/)")
@@ -191,10 +192,11 @@ def dispatch(args):
         from config import load_config
         from explore import explore_mlp_structures, run_or_skip
         # like a sweep, a re-run skips what finished and resumes what was interrupted
-        explore_mlp_structures(args.data_dir, args.out, args.set)
+        explore_mlp_structures(args.data_dir, args.out, args.set, args.force)
         for path in DEFAULT_CONFIGS:
             config = load_config(path, args.set)
-            print_result(run_or_skip(config, args.data_dir, Path(args.out)), Path(args.out) / config["name"])
+            metrics = run_or_skip(config, args.data_dir, Path(args.out), args.force)
+            print_result(metrics, Path(args.out) / config["name"])
 
 
 def set_allocator(task):

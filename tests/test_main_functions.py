@@ -117,3 +117,13 @@ def test_training_steps_reuse_kept_freed_memory_without_faulting_its_pages_in_ag
     faults = int(done.stdout.split()[-1])  # in 5 steps
     # without: ~98,000 a step; kept: at most a heap extension or two in all (2,048 and 32,769 seen)
     assert (faults < 50_000) if keep else (faults > 250_000), faults
+
+
+def test_make_runs_command_takes_force_as_its_refusal_advises(imdb_dir, fashion_dir, tmp_path, capsys):
+    assert imdb_dir == fashion_dir  # one folder holds both generated data sets
+    argv = ["default", "--data-dir", str(imdb_dir), "--out", str(tmp_path / "runs"), "--set", "epochs=1",
+            "--set", "dev_size=50", "--set", "min_df=1", "--set", "hidden_dims=[8]"]
+    assert main.main(argv) == 0
+    assert main.main([*argv, "--set", "lr=0.002"]) == 2  # another config in the same folders
+    assert "--force" in capsys.readouterr().err
+    assert main.main([*argv, "--set", "lr=0.002", "--force"]) == 0
