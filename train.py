@@ -238,6 +238,8 @@ class TrainState:
         self.lookahead = [t.detach().clone() for t in float_tensors(model)] if config["lookahead"] else None
         self.gen = torch.Generator(device=device).manual_seed(config["seed"] + ranks.rank())  # augmentation
         self.epoch, self.step, self.sums, self.history, self.diverged = 1, 0, None, [], None
+        # the run's seconds: those of the processes before a --resume, and this one's since `started`
+        self.seconds_before, self.started = 0.0, time.perf_counter()
         self.best = {"dev_acc": -1.0, "epoch": None, "state": None, "preds": None}
 
     @property
@@ -245,13 +247,16 @@ class TrainState:
         """The averaged copy when EMA is on: what we evaluate and save."""
         return self.ema.module if self.ema is not None else self.model
 
+    def seconds(self):
+        return self.seconds_before + time.perf_counter() - self.started
+
     def save(self, path):
         rngs = ranks.gather(rng_states(self.gen))  # each rank's: a resume on as many ranks is exact
         sums = None if self.sums is None else ranks.sum_all(self.sums.clone())  # the whole global batch's
         if ranks.is_main():
             save_state(path, {
                 "config": self.config, "plan": self.plan, "epoch": self.epoch, "step": self.step, "sums": sums,
-                "history": self.history,
+                "history": self.history, "seconds": self.seconds(),
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "ema": None if self.ema is None else self.ema.state_dict(), "lookahead": self.lookahead, "rng": rngs,
@@ -270,6 +275,7 @@ class TrainState:
             for avg, saved in zip(self.lookahead, state["lookahead"]):
                 avg.copy_(saved)
         self.epoch, self.step, self.history = state["epoch"], state["step"], state["history"]
+        self.seconds_before = state.get("seconds", 0.0)  # a last.pt from before it was saved: this process's only
         if state["sums"] is not None:  # rank 0 carries the saved sums, the others start from zero
             sums = torch.stack([torch.as_tensor(s).float() for s in state["sums"]]).to(self.device)
             self.sums = sums if ranks.is_main() else torch.zeros_like(sums)
@@ -404,6 +410,7 @@ def fit(model, data, config, out_dir, augment=None, extra=None, resume=False, st
         say(f"budget {config['budget_minutes']:g} min: {plan['samples_per_s']:,.0f} examples/s measured, "
             f"{plan['epochs']} of {config['epochs']} epochs planned ({plan['planned_steps']} steps)")
     state, step_model = prepare(model, data, config, plan)
+    state.started = start
     if resume:
         state.load(last_path, saved)
         say(f"resuming {config['name']} at epoch {state.epoch}, step {state.step}")
@@ -484,7 +491,7 @@ def finish(state, data, config, out_dir, start, extra=None):
                "history": state.history, "best_epoch": best["epoch"],
                "best_dev_acc": best["dev_acc"] if best["epoch"] else None, "final_dev_acc": final_dev_acc,
                "test_acc": test_acc, "diverged": state.diverged is not None, "diverged_at": state.diverged,
-               "seconds": time.perf_counter() - start, **data["meta"], **(extra or {})}
+               "seconds": state.seconds_before + time.perf_counter() - start, **data["meta"], **(extra or {})}
     if ranks.is_main():
         write_json(out_dir / "metrics.json", metrics)
         if state.history and config["plots"]:

@@ -53,6 +53,20 @@ def test_interrupted_and_resumed_run_ends_exactly_like_an_uninterrupted_one(imdb
     assert not (tmp_path / "split" / "tiny" / "last.pt").exists()  # finished runs keep no training state
 
 
+def test_a_resumed_runs_seconds_count_the_interrupted_process_too(imdb_dir, tmp_path, monkeypatch):
+    import time
+    config = load_config(None, tiny())
+    take = train.take
+    monkeypatch.setattr(train, "take", lambda x, idx: time.sleep(0.1) or take(x, idx))  # a slow first process
+    signal_at_call(monkeypatch, 16)
+    with pytest.raises(train.Interrupted):
+        run(config, imdb_dir, tmp_path)
+    monkeypatch.undo()
+    resumed = run(config, imdb_dir, tmp_path, resume=True)
+    assert resumed["seconds"] >= 1.5  # the 16 slow batch selections before the stop; the rest is quick
+    assert resumed["seconds"] >= sum(h["seconds"] for h in resumed["history"])
+
+
 def test_a_run_saved_on_a_gpu_resumes_on_a_cpu(imdb_dir, tmp_path, monkeypatch):
     # device = "auto" on Colab's GPU, then the laptop: the augmentation generator's saved state is a CUDA one
     config = load_config(None, tiny(device="auto"))
