@@ -101,9 +101,13 @@ def main(argv=None):
     args = parse_args(argv)  # before any heavy import: --help and argument errors answer at once
     if args.command == "run":
         prefetch_data(args)
-    from checkpoint import Interrupted  # loads torch (~1-2 s)
-    from faults import Fault, line
-    import ranks
+    try:
+        from checkpoint import Interrupted  # loads torch (~1-2 s)
+        from faults import Fault, line
+        import ranks
+    except KeyboardInterrupt:  # Ctrl-C while torch loads
+        say("stopped by Ctrl-C while starting: nothing was written")
+        return 130
     try:
         return dispatch(args) or 0
     except UserError as e:  # under torchrun every rank meets the same mistake and says so

@@ -227,6 +227,18 @@ def test_a_data_folder_this_user_may_not_read_is_one_line_exit_1(fashion_dir, tm
     assert str(fashion_dir) in line and "permission denied" in line.lower(), line
 
 
+def test_ctrl_c_while_torch_loads_is_one_line_and_exit_130(fashion_dir, tmp_path, monkeypatch, capsys):
+    real_import = builtins.__import__
+    def interrupted(name, *args, **kwargs):  # as Ctrl-C lands in the first second, inside torch's import
+        if name == "checkpoint":
+            raise KeyboardInterrupt
+        return real_import(name, *args, **kwargs)
+    monkeypatch.setattr(builtins, "__import__", interrupted)
+    assert main(tiny_run(tmp_path, fashion_dir, task="fashion")) == 130
+    err = capsys.readouterr().err
+    assert "stopped by Ctrl-C while starting" in err and "Traceback" not in err
+
+
 def test_failed_writes_name_the_file_leave_the_previous_one_and_no_temporary_file(tmp_path, monkeypatch):
     write_json(tmp_path / "metrics.json", {"epoch": 1})
     visualize_epochs([0.5], [0.6], tmp_path / "loss.png")
