@@ -71,7 +71,11 @@ def redraw_sweep(sweep_dir):
     """`main.py plot SWEEP_DIR`: a sweep's plots and summary drawn again from its runs' metrics.json, as the
     sweep drew them (seed bands for a sweep of values x seeds)."""
     sweep_dir = Path(sweep_dir)
-    paths = sorted(sweep_dir.glob("*/metrics.json"))
+    summary = sweep_dir / "summary.csv"  # the sweep's order, where it wrote one; others after, by name
+    order = [row.split(",")[0].removesuffix(" (diverged)") for row in summary.read_text().splitlines()[1:]] \
+        if summary.is_file() else []
+    paths = sorted(sweep_dir.glob("*/metrics.json"),
+                   key=lambda p: (order.index(p.parent.name) if p.parent.name in order else len(order), p.parent.name))
     if not paths:
         raise UserError(f"{sweep_dir}: no */metrics.json to plot")
     if all(re.fullmatch(r".+-seed\d+", p.parent.name) for p in paths):

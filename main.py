@@ -151,6 +151,8 @@ def dispatch(args):
         with hold(args.sweep_dir):  # not while a run writes the same files
             redraw_run(args.sweep_dir, args.data_dir)
         return
+    if args.command == "plot" and not Path(args.sweep_dir).is_dir():
+        raise UserError(f"{args.sweep_dir}: no such folder (plot takes a run's or a sweep's folder)")
     if args.command == "plot":
         from explore import redraw_sweep
         from folders import hold

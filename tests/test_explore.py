@@ -20,8 +20,16 @@ def test_structures_sweep_writes_one_loss_plot_per_config_two_summary_plots_and_
 def test_sweep_plots_can_be_redrawn_from_saved_metrics_without_training(imdb_dir, tmp_path):
     explore_mlp_structures(imdb_dir, tmp_path, ["epochs=1", "dev_size=100", "min_df=1"])
     (tmp_path / "structures" / "dev_acc.png").unlink()
+    summary = (tmp_path / "structures" / "summary.csv").read_text()
     assert main(["plot", str(tmp_path / "structures")]) == 0
     assert (tmp_path / "structures" / "dev_acc.png").is_file()
+    order = lambda text: [row.split(",")[0] for row in text.splitlines()]
+    assert order((tmp_path / "structures" / "summary.csv").read_text()) == order(summary)  # the sweep's order
+
+
+def test_plot_of_a_folder_that_is_not_there_is_one_line_and_makes_no_folder(tmp_path, capsys):
+    assert main(["plot", str(tmp_path / "nonexist")]) == 2
+    assert "nonexist: no such folder" in capsys.readouterr().err and not (tmp_path / "nonexist").exists()
 
 
 def test_init_sweep_runs_every_initialization_for_every_seed(fashion_dir, tmp_path):
