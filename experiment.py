@@ -306,6 +306,8 @@ def load_checkpoint(run_dir):
     """(model in eval mode, checkpoint dict) from RUN_DIR/model.pt, with one-line errors for bad files."""
     path = Path(run_dir) / "model.pt"
     if not path.is_file():
+        if (Path(run_dir) / "metrics.json").is_file():  # a run that diverged in its first epoch saves no model
+            raise UserError(f"{path}: no checkpoint; the run kept none ({Path(run_dir) / 'metrics.json'} says why)")
         raise UserError(f"{path}: no checkpoint (train with `main.py run` first)")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)

@@ -418,8 +418,9 @@ def fit(model, data, config, out_dir, augment=None, extra=None, resume=False, st
         while state.epoch <= state.epochs:
             t0 = time.perf_counter()
             if not train_one_epoch(state, step_model, data["train"], config, augment, stop, last_path):
-                say(f"{config['name']} diverged at epoch {state.epoch}, step {state.diverged['step']} (non-finite "
-                    f"loss); lr {config['lr']} is probably too high", err=True)
+                say(f"{config['name']} diverged in epoch {state.epoch}: non-finite loss at its check after step "
+                    f"{state.diverged['step']} (checked every 20 steps and at the epoch's end); lr {config['lr']} "
+                    f"is probably too high", err=True)
                 break
             end_epoch(state, data, config, t0, out_dir)
             if plan and not resume:  # the time this process has seen is the run's: re-plan from it

@@ -143,6 +143,14 @@ def test_a_run_whose_refit_was_stopped_is_run_again_not_skipped(imdb_dir, tmp_pa
     assert "skipped" in capsys.readouterr().out
 
 
+def test_a_run_that_diverged_in_its_first_epoch_says_where_and_why_it_has_no_model(imdb_dir, tmp_path, capsys):
+    (tmp_path / "tiny.toml").write_text("\n".join(tiny(lr=1e30, optimizer="sgd")) + "\n")
+    assert main(["run", str(tmp_path / "tiny.toml"), "--data-dir", str(imdb_dir), "--out", str(tmp_path)]) == 1
+    assert "non-finite loss at its check after step" in capsys.readouterr().err
+    assert main(["plot", str(tmp_path / "tiny"), "--data-dir", str(imdb_dir)]) == 2
+    assert "no checkpoint; the run kept none" in capsys.readouterr().err
+
+
 def test_a_sweep_rerun_skips_finished_configs_unless_forced(imdb_dir, tmp_path, capsys):
     args = dict(base=None, data_dir=imdb_dir, out=tmp_path, overrides=tiny(epochs=1))
     sweep("s", "lr", [0.01, 0.02], ["a", "b"], **args)
