@@ -187,6 +187,8 @@ def dispatch(args):
         print_result(metrics, metrics["run_dir"])
         return 1 if metrics["diverged"] else 0
     elif args.command == "explore" and args.sweep == "theory":
+        if args.set:  # as gradcheck and backprop refuse them, rather than run as if they were taken
+            raise UserError(f"explore theory has no settings; drop --set {args.set[0]}")
         explore_theory(args.out)
     elif args.command == "explore" and args.sweep in BY_HAND:
         from byhand import explore
