@@ -94,6 +94,15 @@ def prefetch_data(args):
         return
 
 
+def resume_launcher(world_size):
+    """The torchrun that continues a run of `world_size` ranks: --standalone where they all ran on this machine
+    (a fresh port, as the first start had), else the rendezvous options, which only the user knows."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+    if local == world_size:
+        return f"torchrun --standalone --nproc_per_node={world_size}"
+    return f"torchrun --nnodes={world_size // local} --nproc_per_node={local} <your --rdzv options>"
+
+
 def main(argv=None):
     """Exit code: 0 on success, 1 for a fault of the machine (one line on stderr naming the path or setting
     and what was kept) or a diverged run, 2 for a user mistake (one line on stderr, no traceback), 130/143
@@ -118,7 +127,7 @@ def main(argv=None):
         ranks.exiting()
         skip = ("--resume", "--force", "--overwrite")
         again = " ".join(a for a in (argv if argv is not None else sys.argv[1:]) if a not in skip)
-        launcher = f"torchrun --nproc_per_node={ranks.world_size()}" if ranks.world_size() > 1 else "python"
+        launcher = "python" if ranks.world_size() == 1 else resume_launcher(ranks.world_size())
         if ranks.is_main():
             say(f"{e}\nto continue: {launcher} main.py {again}{' --resume' if args.command == 'run' else ''}")
         return e.code

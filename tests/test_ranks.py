@@ -88,7 +88,7 @@ def test_a_signal_on_one_rank_stops_both_at_the_same_step_and_resume_continues(f
     code, err, _ = torchrun(tmp_path, fashion_dir, tmp_path / "two", fault=(4, 0, 2))  # SIGINT to rank 0 only
     assert code != 0 and err.count("exitcode  : 130") == 2, err  # rank 1 got no signal, yet stopped too
     assert err.count("process group alive after main: False") == 2, err
-    assert "training state saved in" in err and "torchrun --nproc_per_node=2 main.py" in err
+    assert "training state saved in" in err and "torchrun --standalone --nproc_per_node=2 main.py" in err
     assert (tmp_path / "two" / "tiny" / "last.pt").is_file()
     shutil.copytree(tmp_path / "two", tmp_path / "two-then-one")
     resumed_alone = run(load_config(None, tiny()), fashion_dir, tmp_path / "two-then-one", resume=True)
