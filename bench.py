@@ -152,7 +152,7 @@ def bench_sentiment(data_dir, rows, sets):
         try:
             for label in ("cold", "cached"):
                 experiment._loaded.clear()
-                metrics = run(config, data_dir, out)
+                metrics = run(config, data_dir, out, overwrite=True)  # the cached run replaces the cold one
                 rows.append(row("sentiment_features", label, None, metrics["features"]["seconds"], None, None))
         finally:
             features.CACHE_DIR = saved
