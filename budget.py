@@ -86,7 +86,7 @@ def steps_that_fit(seconds, step_s, eval_s, steps_per_epoch, epochs, trained_epo
 
 def plan(model, data, config, started, augment=None):
     """{"budget_minutes", "samples_per_s", "step_s", "eval_s", "final_evals", "epochs", "planned_steps",
-    "replanned_steps"}
+    "replanned_steps", "fits": false when not one step fitted and the plan takes one anyway}
     for a run that began at time.perf_counter() == started. The plan counts steps, not whole epochs: the last
     epoch may stop part way (whole epochs left a quarter of a 12-minute budget unused when one epoch took 4
     minutes), and each epoch, the last included, ends with a dev evaluation. At least one step, at most
@@ -97,10 +97,11 @@ def plan(model, data, config, started, augment=None):
     steps_per_epoch = math.ceil(data["train"][0].shape[0] / config["batch_size"])
     evals = final_evals(config, data)
     left = config["budget_minutes"] * 60 * (1 - MARGIN) - spent - evals * eval_s
-    steps = max(1, steps_that_fit(left, step_s, eval_s, steps_per_epoch, config["epochs"]))
+    fit = steps_that_fit(left, step_s, eval_s, steps_per_epoch, config["epochs"])
+    steps = max(1, fit)
     return {"budget_minutes": config["budget_minutes"], "samples_per_s": config["batch_size"] / step_s,
             "step_s": step_s, "eval_s": eval_s, "final_evals": evals, "epochs": math.ceil(steps / steps_per_epoch),
-            "planned_steps": steps, "replanned_steps": []}
+            "planned_steps": steps, "replanned_steps": [], "fits": fit > 0}
 
 
 def mean_speed(history):

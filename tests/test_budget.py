@@ -40,7 +40,7 @@ def test_plan_takes_as_many_epochs_as_fit_in_the_budget_after_a_margin_and_the_f
     plan = budget.plan(None, data, config, time.perf_counter())
     # the test set has as many reviews as dev: one evaluation's worth kept back for it
     # 60 s less 6% margin less one evaluation = 55.4 s, at 10 x 0.5 + 1 = 6 s an epoch: 9 epochs
-    assert plan["final_evals"] == 1 and plan["epochs"] == 9 and plan["planned_steps"] == 90
+    assert plan["final_evals"] == 1 and plan["epochs"] == 9 and plan["planned_steps"] == 90 and plan["fits"]
     assert plan["samples_per_s"] == 64
     # the plan counts steps: at 0.7 s, 7 evaluations leave 48.4 s for 69 steps, the 7th epoch stopping after 9
     # of its 10 (8 evaluations would leave 47.4 s, 67 steps: not one step of an 8th epoch)
@@ -57,7 +57,8 @@ def test_plan_takes_as_many_epochs_as_fit_in_the_budget_after_a_margin_and_the_f
     plan = budget.plan(None, {**data, "test": (torch.zeros(500, 1), None)}, config, time.perf_counter())
     assert plan["final_evals"] == 5 and plan["epochs"] == 9 and plan["planned_steps"] == 84
     machine(monkeypatch, step_s=100.0)
-    assert budget.plan(None, data, config, time.perf_counter())["planned_steps"] == 1  # never less than one step
+    plan = budget.plan(None, data, config, time.perf_counter())
+    assert plan["planned_steps"] == 1 and not plan["fits"]  # never less than one step, and it says it overruns
     machine(monkeypatch, step_s=0.001)
     assert budget.plan(None, data, config, time.perf_counter())["epochs"] == 20  # never more than the config's
 
@@ -138,3 +139,10 @@ def test_the_plan_times_dev_as_each_epoch_evaluates_it_without_the_shifted_views
     data = {"dev": (torch.zeros(10, 3, 4, 4), torch.zeros(10, dtype=torch.long))}
     budget.measure_eval(None, data, {"tta_shift": 1})
     assert seen == [0, 0]  # the warm-up and the timed evaluation
+
+
+def test_a_budget_too_short_for_one_step_says_the_run_will_overrun_it(imdb_dir, tmp_path, monkeypatch, capsys):
+    machine(monkeypatch, step_s=100.0)  # not one 100 s step fits in a minute
+    metrics = run(tiny(), imdb_dir, tmp_path)
+    assert metrics["budget"]["completed_steps"] == 1 and not metrics["budget"]["fits"]
+    assert "too short for one step" in capsys.readouterr().err
