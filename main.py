@@ -29,7 +29,7 @@ if int(os.environ.get("WORLD_SIZE", "1")) > 1 and threading.current_thread() is 
 EXPLORATIONS = ["structures", "activations", "learning-rates", "init", "theory", "sgd-learning-rates", "gradcheck",
                 "backprop", "scratch"]
 BY_HAND = ["gradcheck", "backprop", "scratch"]  # byhand.py: the numpy layers of numpy_nn.py
-DEFAULT_CONFIGS = ["configs/fashion_mlp.toml"]  # run after the structures sweep by `make run`
+DEFAULT_CONFIGS = [Path(__file__).resolve().parent / "configs/fashion_mlp.toml"]  # after the structures sweep
 
 
 def parse_args(argv):
