@@ -54,17 +54,18 @@ def test_interrupted_and_resumed_run_ends_exactly_like_an_uninterrupted_one(imdb
 
 
 def test_a_resumed_runs_seconds_count_the_interrupted_process_too(imdb_dir, tmp_path, monkeypatch):
-    import time
     config = load_config(None, tiny())
-    take = train.take
-    monkeypatch.setattr(train, "take", lambda x, idx: time.sleep(0.1) or take(x, idx))  # a slow first process
     signal_at_call(monkeypatch, 16)
     with pytest.raises(train.Interrupted):
         run(config, imdb_dir, tmp_path)
     monkeypatch.undo()
+    last = tmp_path / "tiny" / "last.pt"
+    state = torch.load(last, weights_only=False)
+    assert 0 < state["seconds"] < 1000  # what the interrupted process took
+    state["seconds"] = 1000.0  # as if it had taken 1,000 s
+    torch.save(state, last)
     resumed = run(config, imdb_dir, tmp_path, resume=True)
-    assert resumed["seconds"] >= 1.5  # the 16 slow batch selections before the stop; the rest is quick
-    assert resumed["seconds"] >= sum(h["seconds"] for h in resumed["history"])
+    assert 1000 < resumed["seconds"] < 2000  # the saved 1,000 s counted once, and this process's few
 
 
 def test_a_run_saved_on_a_gpu_resumes_on_a_cpu(imdb_dir, tmp_path, monkeypatch):
@@ -149,6 +150,19 @@ def test_a_run_that_diverged_in_its_first_epoch_says_where_and_why_it_has_no_mod
     assert "non-finite loss at its check after step" in capsys.readouterr().err
     assert main(["plot", str(tmp_path / "tiny"), "--data-dir", str(imdb_dir)]) == 2
     assert "no checkpoint; the run kept none" in capsys.readouterr().err
+
+
+def test_a_run_that_diverges_later_keeps_the_best_weights_from_before_it(imdb_dir, tmp_path, monkeypatch):
+    calls, step = [0], train.train_step
+    def poisoned(*args):  # from the 11th step, epoch 2 (10 steps an epoch), the loss is NaN
+        calls[0] += 1
+        logits, loss = step(*args)
+        return logits, loss * float("nan") if calls[0] > 10 else loss
+    monkeypatch.setattr(train, "train_step", poisoned)
+    metrics = run(load_config(None, tiny()), imdb_dir, tmp_path)
+    assert metrics["diverged"] and metrics["diverged_at"]["epoch"] == 2 and metrics["best_epoch"] == 1
+    assert torch.load(tmp_path / "tiny" / "model.pt", weights_only=True)["epoch"] == 1
+    assert (tmp_path / "tiny" / "submission.csv").is_file()  # the test predicted with the kept weights
 
 
 def test_a_sweep_rerun_skips_finished_configs_unless_forced(imdb_dir, tmp_path, capsys):
