@@ -81,6 +81,9 @@ def test_two_ranks_reproduce_one_process_and_only_rank_0_writes(fashion_dir, tmp
     assert_close(losses(metrics), losses(one))
     assert sorted(p.name for p in (tmp_path / "two" / "tiny").iterdir()) == \
         sorted(p.name for p in (tmp_path / "one" / "tiny").iterdir())  # no second copy, no temporary left
+    # the ranks' shares of the test gathered in order: one process's submission
+    assert (tmp_path / "two" / "tiny" / "submission.csv").read_text() == \
+        (tmp_path / "one" / "tiny" / "submission.csv").read_text()
 
 
 def test_a_signal_on_one_rank_stops_both_at_the_same_step_and_resume_continues(fashion_dir, tmp_path):
@@ -98,9 +101,9 @@ def test_a_signal_on_one_rank_stops_both_at_the_same_step_and_resume_continues(f
     assert_close(losses(json.loads((tmp_path / "two" / "tiny" / "metrics.json").read_text())), losses(one))
 
 
-def test_a_killed_rank_ends_the_other_with_an_error_within_a_minute(fashion_dir, tmp_path):
-    code, err, seconds = torchrun(tmp_path, fashion_dir, tmp_path / "two", fault=(4, 1, 9), timeout=90)
-    assert code != 0 and seconds < 60
+def test_a_killed_rank_ends_the_other_with_an_error_not_a_hang(fashion_dir, tmp_path):
+    code, err, _ = torchrun(tmp_path, fashion_dir, tmp_path / "two", fault=(4, 1, 9), timeout=90)  # a hang times out
+    assert code != 0
     assert "Signal 9 (SIGKILL)" in err  # torchrun's report on rank 1
     assert "error: rank 0: lost contact with another rank" in err  # rank 0's own one line
 
