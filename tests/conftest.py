@@ -32,6 +32,8 @@ def cache_in_tmp(tmp_path, monkeypatch):
     """Feature caches go to the test's own folder, never to the project's data/cache."""
     monkeypatch.setattr(features, "CACHE_DIR", tmp_path / "cache")
     monkeypatch.delenv("DATA_DIR", raising=False)
+    # main.set_allocator sets this for the process; restored after each test, so no later test inherits it
+    monkeypatch.delenv("THP_MEM_ALLOC_ENABLE", raising=False)
 
 
 @pytest.fixture

@@ -1,8 +1,11 @@
 import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from main import main
 
@@ -87,6 +90,7 @@ def test_whole_processes_start_without_the_huge_pages_the_bench_turned_on_for_it
     assert bench.whole_run(["-c", check]) > 0  # raises when the process fails
 
 
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="the variables imitate an x86 CPU")
 def test_quick_bench_on_a_cpu_without_native_bf16_skips_bf16_and_says_so(imdb_dir, fashion_dir, cifar_dir, tmp_path):
     limits = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
     env = {**os.environ, **limits}  # an AVX2-only CPU
@@ -135,7 +139,6 @@ def test_the_peers_read_torchvisions_download_as_the_toolkit_does(tmp_path):
 
 
 def test_a_whole_process_that_fails_is_one_line_naming_it(tmp_path):
-    import pytest
     import bench
     from config import UserError
     (tmp_path / "fails.py").write_text("import sys\nsys.exit('no train.npz here')\n")

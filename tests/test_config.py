@@ -114,5 +114,5 @@ def test_the_command_line_exits_2_without_traceback(tmp_path):
 
 
 def test_an_empty_name_falls_back_to_the_config_files_stem():
-    assert load_config("configs/fashion_mlp.toml", ["name="])["name"] == "fashion_mlp"
+    assert load_config(ROOT / "configs/fashion_mlp.toml", ["name="])["name"] == "fashion_mlp"
     assert load_config(None, ["task=fashion"])["name"] == "fashion"  # no file: the task

@@ -111,7 +111,7 @@ def test_malformed_data_exits_2_from_the_command_line(tmp_path, capsys):
     folder.mkdir()
     np.savez(folder / "train.npz", x=np.zeros((4, 28, 28), np.uint8))
     np.savez(folder / "test_images.npz", x=np.zeros((2, 28, 28), np.uint8))
-    assert main(["run", "configs/fashion_mlp.toml", "--data-dir", str(tmp_path), "--out", str(tmp_path)]) == 2
+    assert main(["run", str(ROOT / "configs/fashion_mlp.toml"), "--data-dir", str(tmp_path), "--out", str(tmp_path)]) == 2
     assert "train.npz: missing key 'y'" in capsys.readouterr().err
 
 
@@ -201,7 +201,7 @@ def test_a_few_cnn_steps_on_tiny_images_reduce_the_loss(cifar_dir, tmp_path):
 
 
 def test_gpu_config_runs_one_short_epoch_on_the_cpu(cifar_dir, tmp_path):
-    config = load_config("configs/cifar10_cnn_gpu.toml", ["epochs=1", "device='cpu'", "compile=false",
+    config = load_config(ROOT / "configs/cifar10_cnn_gpu.toml", ["epochs=1", "device='cpu'", "compile=false",
                                                           "dev_size=50", "batch_size=64"])
     metrics = run(config, cifar_dir, tmp_path)
     assert len(metrics["history"]) == 1 and (tmp_path / "cifar10_cnn_gpu" / "submission.csv").is_file()
@@ -223,13 +223,15 @@ def test_predict_on_a_saved_run_writes_a_kaggle_submission(fashion_dir, tmp_path
 def test_predict_refuses_images_of_the_wrong_shape(fashion_dir, tmp_path, capsys):
     run(fashion_config(), fashion_dir, tmp_path)
     np.savez(tmp_path / "wrong.npz", x=np.zeros((3, 32, 32, 3), np.uint8))
-    assert main(["predict", str(tmp_path / "fashion"), "--images", str(tmp_path / "wrong.npz")]) == 2
+    assert main(["predict", str(tmp_path / "fashion"), "--images", str(tmp_path / "wrong.npz"),
+                 "--out", str(tmp_path / "s.csv")]) == 2
     assert "wrong.npz: 'x' must have shape [N, 28, 28]" in capsys.readouterr().err
 
 
 def test_predict_with_images_that_are_not_there_is_a_user_mistake(fashion_dir, tmp_path, capsys):
     run(fashion_config(), fashion_dir, tmp_path)
-    assert main(["predict", str(tmp_path / "fashion"), "--images", str(tmp_path / "nope.npz")]) == 2
+    assert main(["predict", str(tmp_path / "fashion"), "--images", str(tmp_path / "nope.npz"),
+                 "--out", str(tmp_path / "s.csv")]) == 2
     assert "nope.npz: no such file" in capsys.readouterr().err
 
 
@@ -344,7 +346,7 @@ def test_predict_refuses_a_foreign_torch_file(tmp_path, capsys):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_asking_for_a_missing_device_is_a_one_line_error(fashion_dir, tmp_path, capsys):
-    assert main(["run", "configs/fashion_mlp.toml", "--data-dir", str(fashion_dir), "--out", str(tmp_path),
+    assert main(["run", str(ROOT / "configs/fashion_mlp.toml"), "--data-dir", str(fashion_dir), "--out", str(tmp_path),
                  "--set", "device='cuda'"]) == 2
     assert "device = 'cuda' is not available" in capsys.readouterr().err
 
@@ -375,7 +377,7 @@ def test_a_labelled_test_split_gets_its_accuracy_and_still_a_submission(fashion_
 
 def test_the_closing_line_gives_the_training_time_and_the_loading_time_apart(fashion_dir, tmp_path, capsys):
     # the run's "seconds" count training and testing only; a bare "1s" read as the whole run's time
-    assert main(["run", "configs/fashion_mlp.toml", "--data-dir", str(fashion_dir), "--out", str(tmp_path),
+    assert main(["run", str(ROOT / "configs/fashion_mlp.toml"), "--data-dir", str(fashion_dir), "--out", str(tmp_path),
                  "--set", "epochs=1", "--set", "dev_size=50", "--set", "plots=false"]) == 0
     assert re.search(r"test acc withheld \(see submission.csv\), \d+s training after \d+s loading; results in",
                      capsys.readouterr().out)
