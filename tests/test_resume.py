@@ -53,14 +53,19 @@ def test_interrupted_and_resumed_run_ends_exactly_like_an_uninterrupted_one(imdb
     assert not (tmp_path / "split" / "tiny" / "last.pt").exists()  # finished runs keep no training state
 
 
-def test_a_resumed_runs_seconds_count_the_interrupted_process_too(imdb_dir, tmp_path, monkeypatch):
-    config = load_config(None, tiny())
+def stopped_in_epoch_2(config, imdb_dir, tmp_path, monkeypatch):
+    """(last.pt's path, its contents) of a run of config stopped by Ctrl-C in its second epoch."""
     signal_at_call(monkeypatch, 16)
     with pytest.raises(train.Interrupted):
         run(config, imdb_dir, tmp_path)
     monkeypatch.undo()
     last = tmp_path / "tiny" / "last.pt"
-    state = torch.load(last, weights_only=False)
+    return last, torch.load(last, weights_only=False)
+
+
+def test_a_resumed_runs_seconds_count_the_interrupted_process_too(imdb_dir, tmp_path, monkeypatch):
+    config = load_config(None, tiny())
+    last, state = stopped_in_epoch_2(config, imdb_dir, tmp_path, monkeypatch)
     assert 0 < state["seconds"] < 1000  # what the interrupted process took
     state["seconds"] = 1000.0  # as if it had taken 1,000 s
     torch.save(state, last)
@@ -71,12 +76,7 @@ def test_a_resumed_runs_seconds_count_the_interrupted_process_too(imdb_dir, tmp_
 def test_a_run_saved_on_a_gpu_resumes_on_a_cpu(imdb_dir, tmp_path, monkeypatch):
     # device = "auto" on Colab's GPU, then the laptop: the augmentation generator's saved state is a CUDA one
     config = load_config(None, tiny(device="auto"))
-    signal_at_call(monkeypatch, 16)
-    with pytest.raises(train.Interrupted):
-        run(config, imdb_dir, tmp_path)
-    monkeypatch.undo()
-    last = tmp_path / "tiny" / "last.pt"
-    state = torch.load(last, weights_only=False)
+    last, state = stopped_in_epoch_2(config, imdb_dir, tmp_path, monkeypatch)
     state["rng"][0]["gen"] = torch.zeros(16, dtype=torch.uint8)  # the size of a CUDA generator's state
     torch.save(state, last)
     resumed = run(config, imdb_dir, tmp_path, resume=True)
