@@ -59,9 +59,9 @@ def test_every_shipped_config_is_valid():
     ("scheduler=step", "'scheduler' = 'step' is not one of"),
     ("device=tpu", "'device' = 'tpu' is not one of"),
     ("dropout=1.5", "'dropout' = 1.5 is out of range"),
-    ("seed=-1", "'seed' = -1 is out of range"),
+    ("seed=-1", "'seed' = -1 is out of range"),  # numpy refused it as a traceback after the data had loaded
     ("name=..", "'name' = '..' must be a plain folder name"),  # it wrote the run's files beside --out
-    ("name=a/b", "'name' = 'a/b' must be a plain folder name"),  # numpy refused it as a traceback after the data had loaded
+    ("name=a/b", "'name' = 'a/b' must be a plain folder name"),
     ("augment=yes", "'augment' must be bool"),
     ("epochs", "expected key=value"),
     ("model=logreg", "model 'logreg' needs task 'sentiment' with features 'nb'"),

@@ -111,7 +111,8 @@ def test_malformed_data_exits_2_from_the_command_line(tmp_path, capsys):
     folder.mkdir()
     np.savez(folder / "train.npz", x=np.zeros((4, 28, 28), np.uint8))
     np.savez(folder / "test_images.npz", x=np.zeros((2, 28, 28), np.uint8))
-    assert main(["run", str(ROOT / "configs/fashion_mlp.toml"), "--data-dir", str(tmp_path), "--out", str(tmp_path)]) == 2
+    assert main(["run", str(ROOT / "configs/fashion_mlp.toml"), "--data-dir", str(tmp_path),
+                 "--out", str(tmp_path)]) == 2
     assert "train.npz: missing key 'y'" in capsys.readouterr().err
 
 
