@@ -332,3 +332,22 @@ def test_overwrite_leaves_no_file_of_the_run_it_replaces(imdb_dir, tmp_path):
     assert (tmp_path / "out" / "tiny" / "model_refit.pt").is_file()
     assert main([*argv, "--overwrite"]) == 0  # no refit: its model_refit.pt must not stay beside the new run
     assert not (tmp_path / "out" / "tiny" / "model_refit.pt").exists()
+
+
+def test_resume_continues_the_numbered_folder_where_the_stopped_run_of_this_config_is(imdb_dir, tmp_path,
+                                                                                        monkeypatch, capsys):
+    argv = tiny_run(tmp_path, imdb_dir, epochs=2)
+    assert main(argv) == 0  # out/tiny holds a finished run
+    signal_at_call(monkeypatch, 12)  # the same config again goes to out/tiny-2, and is stopped there
+    assert main(argv) == 130
+    monkeypatch.undo()
+    assert (tmp_path / "out" / "tiny-2" / "last.pt").is_file()
+    assert main([*argv, "--resume"]) == 0
+    assert "resuming tiny at epoch" in capsys.readouterr().out
+    assert (tmp_path / "out" / "tiny-2" / "metrics.json").is_file() and not (tmp_path / "out" / "tiny-3").exists()
+    assert not (tmp_path / "out" / "tiny-2" / "last.pt").exists()
+
+
+def test_resume_and_overwrite_together_are_refused(imdb_dir, tmp_path, capsys):
+    assert main([*tiny_run(tmp_path, imdb_dir), "--resume", "--overwrite"]) == 2
+    assert "--resume continues a run, --overwrite starts one afresh" in one_error_line(capsys)
