@@ -440,7 +440,7 @@ def fit(model, data, config, out_dir, augment=None, extra=None, resume=False, st
     if plan:
         done = sum(epoch_steps(h, state) for h in state.history)
         extra = {**(extra or {}), "budget": {**plan, "completed_steps": done, "completed_epochs": len(state.history)}}
-    return finish(state, data, config, out_dir, start, extra)
+    return finish(state, data, config, out_dir, extra)
 
 
 def prepare(model, data, config, plan=None):
@@ -465,16 +465,16 @@ def fit_fixed(model, data, config, out_dir, extra=None):
     start = time.perf_counter()
     device = data["train"][0].device
     state = TrainState(model, config, 1, device)
-    state.step = 1  # the fit is its one whole epoch
+    state.step, state.started = 1, start  # the fit is its one whole epoch
     out_dir.mkdir(parents=True, exist_ok=True)
     train_loss, train_acc, _ = evaluate(model, *data["train"], config)
     n = data["train"][0].shape[0]
     state.sums = torch.tensor([train_loss * n, train_acc * n], device=device) / ranks.world_size()  # end_epoch sums the ranks
     end_epoch(state, data, config, start, out_dir)
-    return finish(state, data, config, out_dir, start, extra)
+    return finish(state, data, config, out_dir, extra)
 
 
-def finish(state, data, config, out_dir, start, extra=None):
+def finish(state, data, config, out_dir, extra=None):
     """Test the best weights, write metrics.json, plots and submission.csv (rank 0); drop last.pt."""
     test_acc, best = None, state.best
     final_dev_acc, dev_preds = best["dev_acc"] if best["epoch"] else None, best["preds"]
@@ -496,7 +496,7 @@ def finish(state, data, config, out_dir, start, extra=None):
                "history": state.history, "best_epoch": best["epoch"],
                "best_dev_acc": best["dev_acc"] if best["epoch"] else None, "final_dev_acc": final_dev_acc,
                "test_acc": test_acc, "diverged": state.diverged is not None, "diverged_at": state.diverged,
-               "seconds": state.seconds_before + time.perf_counter() - start, **data["meta"], **(extra or {})}
+               "seconds": state.seconds(), **data["meta"], **(extra or {})}
     if ranks.is_main():
         write_json(out_dir / "metrics.json", metrics)
         if state.history and config["plots"]:
