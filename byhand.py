@@ -16,7 +16,6 @@ import numpy as np
 from threadpoolctl import threadpool_limits  # installed with scikit-learn, which requires it
 
 import numpy_nn as nn
-from config import UserError
 from files import write_csv
 
 TOLERANCE = 1e-6  # every relative error in gradcheck.csv must stay below this
@@ -279,6 +278,4 @@ def explore(sweep, data_dir, out, overrides, force):
     if sweep == "scratch":
         from scratch import explore_scratch
         return explore_scratch(data_dir, out, overrides, force)
-    if overrides:
-        raise UserError(f"explore {sweep} has no settings; drop --set {overrides[0]}")
     return explore_gradcheck(out) if sweep == "gradcheck" else explore_backprop(out)

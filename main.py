@@ -29,6 +29,7 @@ if int(os.environ.get("WORLD_SIZE", "1")) > 1 and threading.current_thread() is 
 EXPLORATIONS = ["structures", "activations", "learning-rates", "init", "theory", "sgd-learning-rates", "gradcheck",
                 "backprop", "scratch"]
 BY_HAND = ["gradcheck", "backprop", "scratch"]  # byhand.py: the numpy layers of numpy_nn.py
+SETTINGLESS = ["theory", "gradcheck", "backprop"]  # explorations with no config, so nothing to --set
 DEFAULT_CONFIGS = [Path(__file__).resolve().parent / "configs/fashion_mlp.toml"]  # after the structures sweep
 
 
@@ -195,9 +196,9 @@ def dispatch(args):
         metrics = run(config, args.data_dir, args.out, resume=args.resume, overwrite=args.overwrite)
         print_result(metrics, metrics["run_dir"])
         return 1 if metrics["diverged"] else 0
+    elif args.command == "explore" and args.sweep in SETTINGLESS and args.set:  # not run as if they were taken
+        raise UserError(f"explore {args.sweep} has no settings; drop --set {args.set[0]}")
     elif args.command == "explore" and args.sweep == "theory":
-        if args.set:  # as gradcheck and backprop refuse them, rather than run as if they were taken
-            raise UserError(f"explore theory has no settings; drop --set {args.set[0]}")
         explore_theory(args.out)
     elif args.command == "explore" and args.sweep in BY_HAND:
         from byhand import explore

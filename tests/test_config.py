@@ -91,6 +91,7 @@ def test_malformed_toml_names_the_file(tmp_path):
     (["run", "configs/sentiment_mlp.toml", "--set", "activation=swish2"], "unknown activation 'swish2'"),
     (["explore", "structures", "--set", "lr=-1"], "'lr' = -1.0 is out of range"),
     (["explore", "theory", "--set", "lr=1"], "explore theory has no settings; drop --set lr=1"),
+    (["explore", "gradcheck", "--set", "epochs=1"], "explore gradcheck has no settings; drop --set epochs=1"),
 ])
 def test_user_mistakes_exit_2_with_one_line(argv, message, capsys, monkeypatch, tmp_path):
     monkeypatch.chdir(ROOT)
