@@ -124,6 +124,15 @@ def read_acl_imdb(folder, split):
     return texts, np.array(labels, dtype=np.int64)
 
 
+def download_failed(task, e, looked_for, folder=""):
+    """The error for a failed download: `e` itself where the disk failed it, else a UserError that says where
+    the data was looked for (no network, a proxy, a corrupt download)."""
+    if isinstance(e, OSError) and e.errno in DISK_ERRNOS:
+        return e
+    return UserError(f"{task} not found: looked for {looked_for}, and the download failed ({type(e).__name__}); "
+                     f"put the files there or pass --data-dir (or DATA_DIR){folder}")
+
+
 def download_imdb(data_dir):
     """The Stanford archive into data_dir, its MD5 checked (torchvision fetches it again where a file there
     fails it), then extracted beside aclImdb/ and renamed into place whole: an interrupted run leaves no part
@@ -151,12 +160,9 @@ def load_imdb(data_dir=None):
     if not acl.is_dir():
         try:
             download_imdb(data_dir)
-        except Exception as e:  # no network, a proxy, a corrupt download
-            if isinstance(e, OSError) and e.errno in DISK_ERRNOS:
-                raise
-            raise UserError(f"IMDB not found: looked for {local}/train.jsonl[.gz] and {acl}/train/, and the "
-                            f"download failed ({type(e).__name__}); put the files there or pass --data-dir "
-                            f"(or DATA_DIR) naming a folder that has imdb/") from None
+        except Exception as e:
+            raise download_failed("IMDB", e, f"{local}/train.jsonl[.gz] and {acl}/train/",
+                                  " naming a folder that has imdb/") from None
     return {"train": read_acl_imdb(acl, "train"), "test": read_acl_imdb(acl, "test")}
 
 
@@ -269,10 +275,6 @@ def load_images(task, data_dir=None):
     try:
         train, test = (cls(str(data_dir), train=t, download=True) for t in (True, False))
     except Exception as e:
-        if isinstance(e, OSError) and e.errno in DISK_ERRNOS:
-            raise
-        raise UserError(f"{task} not found: looked for {local}/train.npz and torchvision's files in {data_dir}, "
-                        f"and the download failed ({type(e).__name__}); put the files there or pass "
-                        f"--data-dir (or DATA_DIR)") from None
+        raise download_failed(task, e, f"{local}/train.npz and torchvision's files in {data_dir}") from None
     as_numpy = lambda d: (np.asarray(d.data, dtype=np.uint8), np.asarray(d.targets, dtype=np.int64))
     return {"train": as_numpy(train), "test": as_numpy(test)}
