@@ -4,6 +4,7 @@ Importable for notebooks and Colab:
     from explore import explore_mlp_structures
     explore_mlp_structures(data_dir="../shared/data", out="runs")
 """
+import csv
 import json
 import re
 from contextlib import nullcontext
@@ -71,9 +72,10 @@ def redraw_sweep(sweep_dir):
     """`main.py plot SWEEP_DIR`: a sweep's plots and summary drawn again from its runs' metrics.json, as the
     sweep drew them (seed bands for a sweep of values x seeds)."""
     sweep_dir = Path(sweep_dir)
-    summary = sweep_dir / "summary.csv"  # the sweep's order, where it wrote one; others after, by name
-    order = [row.split(",")[0].removesuffix(" (diverged)") for row in summary.read_text().splitlines()[1:]] \
-        if summary.is_file() else []
+    order = []  # the sweep's order, from the summary.csv it wrote; runs it does not list after, by name
+    if (sweep_dir / "summary.csv").is_file():
+        with open(sweep_dir / "summary.csv", newline="") as f:
+            order = [row["config"].removesuffix(" (diverged)") for row in csv.DictReader(f)]
     paths = sorted(sweep_dir.glob("*/metrics.json"),
                    key=lambda p: (order.index(p.parent.name) if p.parent.name in order else len(order), p.parent.name))
     if not paths:
