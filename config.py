@@ -182,6 +182,8 @@ def load_config(path=None, overrides=(), last=None):
         default_name = config["name"] or path.stem
     for text in overrides:
         key, value = parse_override(text)
+        if key in (last or {}):  # it would be silently replaced below
+            raise UserError(f"--set {text}: this sweep sets {key} itself, for each of its runs; drop it")
         config[key] = check_value(key, value, f"--set {text}")
     for key, value in (last or {}).items():
         config[key] = check_value(key, value, "sweep")

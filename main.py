@@ -210,7 +210,9 @@ def dispatch(args):
         from config import load_config
         from explore import explore_mlp_structures, run_or_skip
         # like a sweep, a re-run skips what finished and resumes what was interrupted
-        explore_mlp_structures(args.data_dir, args.out, args.set, args.force)
+        # the structures sweep sets hidden_dims itself; the other settings go to it and to the configs after it
+        sweep_sets = [s for s in args.set if s.partition("=")[0].strip() != "hidden_dims"]
+        explore_mlp_structures(args.data_dir, args.out, sweep_sets, args.force)
         for path in DEFAULT_CONFIGS:
             config = load_config(path, args.set)
             metrics = run_or_skip(config, args.data_dir, Path(args.out), args.force)

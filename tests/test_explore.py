@@ -1,6 +1,9 @@
 import csv
 
-from explore import explore_init, explore_mlp_activations, explore_mlp_structures
+import pytest
+
+from config import UserError
+from explore import explore_init, explore_mlp_activations, explore_mlp_learning_rates, explore_mlp_structures
 from main import main
 
 
@@ -30,6 +33,16 @@ def test_sweep_plots_can_be_redrawn_from_saved_metrics_without_training(imdb_dir
 def test_plot_of_a_folder_that_is_not_there_is_one_line_and_makes_no_folder(tmp_path, capsys):
     assert main(["plot", str(tmp_path / "nonexist")]) == 2
     assert "nonexist: no such folder" in capsys.readouterr().err and not (tmp_path / "nonexist").exists()
+
+
+@pytest.mark.parametrize("sweep, setting", [(explore_mlp_learning_rates, "lr=1e-3"),
+                                            (explore_mlp_activations, "activation='ReLU'"),
+                                            (explore_mlp_structures, "name='mine'"),
+                                            (explore_init, "seed=3")])
+def test_a_sweep_refuses_a_setting_it_makes_itself_rather_than_ignore_it(sweep, setting, tmp_path):
+    with pytest.raises(UserError, match=f"--set {setting}: this sweep sets {setting.split('=')[0]} itself"):
+        sweep(None, tmp_path, [setting])
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_init_sweep_runs_every_initialization_for_every_seed(fashion_dir, tmp_path):

@@ -25,7 +25,7 @@ from files import write_json
 from folders import FolderInUse
 from main import main
 from plots import visualize_epochs
-from test_resume import signal_at_call, tiny, without_seconds
+from test_resume import signal_at_call, swept, tiny, without_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -303,7 +303,7 @@ def test_a_sweep_on_a_folder_another_process_holds_is_refused_naming_it(imdb_dir
     holder = hold_in_another_process(tmp_path / "s")
     try:
         with pytest.raises(FolderInUse, match=f"s is in use by pid {holder.pid}"):
-            sweep("s", "lr", [0.01], ["a"], base=None, data_dir=imdb_dir, out=tmp_path, overrides=tiny(epochs=1))
+            sweep("s", "lr", [0.01], ["a"], base=None, data_dir=imdb_dir, out=tmp_path, overrides=swept(epochs=1))
     finally:
         holder.kill()
         holder.wait()
