@@ -72,17 +72,19 @@ def redraw_sweep(sweep_dir):
     """`main.py plot SWEEP_DIR`: a sweep's plots and summary drawn again from its runs' metrics.json, as the
     sweep drew them (seed bands for a sweep of values x seeds)."""
     sweep_dir = Path(sweep_dir)
-    order = []  # the sweep's order, from the summary.csv it wrote; runs it does not list after, by name
-    if (sweep_dir / "summary.csv").is_file():
-        with open(sweep_dir / "summary.csv", newline="") as f:
+    if not (sweep_dir / "summary.csv").is_file():  # the results folder itself (runs/), say: not one sweep's runs
+        raise UserError(f"{sweep_dir}: neither a run's folder (no metrics.json) nor a finished sweep's (no "
+                        f"summary.csv); plot takes one of those (an unfinished sweep: run it again to finish it)")
+    with hold(sweep_dir):  # not while the sweep writes the same files
+        with open(sweep_dir / "summary.csv", newline="") as f:  # the sweep's order; runs it does not list after
             order = [row["config"].removesuffix(" (diverged)") for row in csv.DictReader(f)]
-    paths = sorted(sweep_dir.glob("*/metrics.json"),
-                   key=lambda p: (order.index(p.parent.name) if p.parent.name in order else len(order), p.parent.name))
-    if not paths:
-        raise UserError(f"{sweep_dir}: no */metrics.json to plot")
-    if all(re.fullmatch(r".+-seed\d+", p.parent.name) for p in paths):
-        return draw_seeded(sweep_dir, [json.loads(p.read_text()) for p in paths])
-    return draw_sweep(sweep_dir, [p.parent.name for p in paths])
+        paths = sorted(sweep_dir.glob("*/metrics.json"), key=lambda p: (
+            order.index(p.parent.name) if p.parent.name in order else len(order), p.parent.name))
+        if not paths:
+            raise UserError(f"{sweep_dir}: no */metrics.json to plot")
+        if all(re.fullmatch(r".+-seed\d+", p.parent.name) for p in paths):
+            return draw_seeded(sweep_dir, [json.loads(p.read_text()) for p in paths])
+        return draw_sweep(sweep_dir, [p.parent.name for p in paths])
 
 
 def draw_sweep(sweep_dir, names):

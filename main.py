@@ -165,9 +165,7 @@ def dispatch(args):
         raise UserError(f"{args.sweep_dir}: no such folder (plot takes a run's or a sweep's folder)")
     if args.command == "plot":
         from explore import redraw_sweep
-        from folders import hold
-        with hold(args.sweep_dir):
-            redraw_sweep(args.sweep_dir)
+        redraw_sweep(args.sweep_dir)  # holds the folder, as a sweep does
         return
     if args.command == "predict":
         from experiment import predict

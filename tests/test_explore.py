@@ -35,6 +35,14 @@ def test_plot_of_a_folder_that_is_not_there_is_one_line_and_makes_no_folder(tmp_
     assert "nonexist: no such folder" in capsys.readouterr().err and not (tmp_path / "nonexist").exists()
 
 
+def test_plot_of_the_results_folder_itself_is_refused_and_writes_nothing_there(tmp_path, capsys):
+    (tmp_path / "fashion_mlp").mkdir()
+    (tmp_path / "fashion_mlp" / "metrics.json").write_text("{}")  # a run's folder inside: not a sweep's runs
+    assert main(["plot", str(tmp_path)]) == 2
+    assert "neither a run's folder (no metrics.json) nor a finished sweep's" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fashion_mlp"]
+
+
 @pytest.mark.parametrize("sweep, setting", [(explore_mlp_learning_rates, "lr=1e-3"),
                                             (explore_mlp_activations, "activation='ReLU'"),
                                             (explore_mlp_structures, "name='mine'"),
