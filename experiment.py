@@ -352,7 +352,11 @@ def redraw_run(run_dir, data_dir=None):
     model, checkpoint = load_checkpoint(run_dir)
     config = checkpoint["config"]
     device = saved_run_device(config)
-    data = load_task(config, data_dir, device)
+    try:
+        data = load_task(config, data_dir, device)
+    except UserError as e:  # most often a missing --data-dir, which the run itself had
+        raise UserError(f"{run_dir}: curves redrawn, but the confusion matrix and image grid need the run's data "
+                        f"(--data-dir): {e}") from None
     _, dev_acc, preds = evaluate(place(model, config, device), *data["dev"], config)
     plot_dev_predictions(*data["dev"], preds, checkpoint["meta"], run_dir)
     print(f"{run_dir}: plots redrawn; dev accuracy of model.pt {dev_acc:.4f}")

@@ -267,6 +267,20 @@ def test_a_runs_plots_can_be_redrawn_from_its_metrics_and_checkpoint(fashion_dir
     assert all((tmp_path / "fashion" / n).is_file() for n in ("loss.png", "confusion.png", "predictions.png"))
 
 
+def test_plot_of_a_run_without_its_data_says_that_the_figures_need_data_dir(fashion_dir, tmp_path, capsys,
+                                                                           monkeypatch):
+    from torchvision import datasets
+
+    def no_network(*args, **kwargs):
+        raise RuntimeError("network is unreachable")
+    run(fashion_config(), fashion_dir, tmp_path)
+    monkeypatch.setattr(datasets, "FashionMNIST", no_network)
+    assert main(["plot", str(tmp_path / "fashion"), "--data-dir", str(tmp_path / "elsewhere")]) == 2
+    err = capsys.readouterr().err
+    assert "curves redrawn, but the confusion matrix and image grid need the run's data (--data-dir)" in err
+    assert "fashion not found" in err and err.count("\n") == 1
+
+
 def test_plots_false_draws_no_figures_and_main_py_plot_draws_them_later(fashion_dir, tmp_path):
     figures = ("loss.png", "accuracy.png", "confusion.png", "predictions.png")
     run(fashion_config(plots=False), fashion_dir, tmp_path)
