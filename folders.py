@@ -65,8 +65,13 @@ def try_lock(folder):
             raise
         # a file system without locks (some network and FUSE mounts): run unprotected rather than not at all
     try:
+        if os.fstat(f.fileno()).st_ino != os.stat(path).st_ino:  # the lock file was removed after we opened it
+            raise FileNotFoundError(path)
         command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
         path.write_text(f"pid {os.getpid()} ({command}, started {time.strftime('%Y-%m-%d %H:%M:%S')})\n")
+    except FileNotFoundError:  # a failed run removed its bare folder after we opened the lock (remove_if_bare)
+        f.close()
+        return None
     except OSError:
         f.close()
         raise
@@ -109,6 +114,7 @@ def new_run_dir(out_root, name, overwrite=False):
         folder = first if k == 1 else first.with_name(f"{name}-{k}")
         if used(folder) or folder.exists() and not folder.is_dir():
             continue
+        made = not folder.exists()
         f = try_lock(folder)
         if f is not None and used(folder):  # another run took it between the check and the lock
             f.close()
@@ -119,8 +125,23 @@ def new_run_dir(out_root, name, overwrite=False):
         if folder != first:
             print(f"{first} {why_taken(first)}; this run writes to {folder}/", flush=True)
         yield folder
+    except BaseException:
+        if made:  # a run that failed before writing anything (bad data, say) leaves no empty folder behind
+            remove_if_bare(folder)
+        raise
     finally:
         f.close()
+
+
+def remove_if_bare(folder):
+    """Remove `folder` when it holds only its lock file (held by this process). A run starting on it at the
+    same moment makes its own lock file again, or finds the one it opened gone and takes the next name."""
+    try:
+        if [p.name for p in folder.iterdir()] == [LOCK]:
+            (folder / LOCK).unlink()
+            folder.rmdir()
+    except OSError:
+        pass
 
 
 def why_taken(folder):

@@ -281,6 +281,15 @@ def test_plot_of_a_run_without_its_data_says_that_the_figures_need_data_dir(fash
     assert "fashion not found" in err and err.count("\n") == 1
 
 
+def test_a_run_that_fails_before_writing_leaves_no_empty_folder(fashion_dir, tmp_path, capsys):
+    run(fashion_config(), fashion_dir, tmp_path)
+    (tmp_path / "fashion.toml").write_text('task = "fashion"\nepochs = 1\nhidden_dims = [8]\n')
+    args = ["run", str(tmp_path / "fashion.toml"), "--out", str(tmp_path), "--set", "dev_size=100000"]
+    assert main([*args, "--data-dir", str(fashion_dir)]) == 2  # a finished run there: this one would take fashion-2
+    assert "fashion-2" in capsys.readouterr().out
+    assert not (tmp_path / "fashion-2").exists() and (tmp_path / "fashion" / "model.pt").is_file()
+
+
 def test_plots_false_draws_no_figures_and_main_py_plot_draws_them_later(fashion_dir, tmp_path):
     figures = ("loss.png", "accuracy.png", "confusion.png", "predictions.png")
     run(fashion_config(plots=False), fashion_dir, tmp_path)
