@@ -124,6 +124,23 @@ def read_acl_imdb(folder, split):
     return texts, np.array(labels, dtype=np.int64)
 
 
+def new_folders(path):
+    """`path` and those of its parents that do not exist yet, deepest first: what a download into `path` may
+    create, for remove_empty to take away again when it fails."""
+    path = Path(path).absolute()
+    return [p for p in (path, *path.parents) if not p.exists()]
+
+
+def remove_empty(folders):
+    """Remove each of `folders`, deepest first, that a failed download created and left empty; a folder with
+    a file in it (a part of a download) stays."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty, or never made
+            pass
+
+
 def download_failed(task, e, looked_for, folder=""):
     """The error for a failed download: `e` itself where the disk failed it, else a UserError that says where
     the data was looked for (no network, a proxy, a corrupt download)."""
@@ -158,9 +175,11 @@ def load_imdb(data_dir=None):
         return {"train": read_jsonl(train_file, True), "test": read_jsonl(test_file, False)}
     acl = data_dir / "aclImdb"
     if not acl.is_dir():
+        made = new_folders(data_dir)
         try:
             download_imdb(data_dir)
         except Exception as e:
+            remove_empty(made)
             raise download_failed("IMDB", e, f"{local}/train.jsonl[.gz] and {acl}/train/",
                                   " naming a folder that has imdb/") from None
     return {"train": read_acl_imdb(acl, "train"), "test": read_acl_imdb(acl, "test")}
@@ -272,9 +291,11 @@ def load_images(task, data_dir=None):
         return {"train": read_npz(local / "train.npz", task, True), "test": read_npz(test_file, task, False)}
     from torchvision import datasets
     cls = datasets.FashionMNIST if task == "fashion" else datasets.CIFAR10
+    made = new_folders(data_dir / cls.__name__ / "raw")  # where FashionMNIST downloads; CIFAR10 into data_dir
     try:
         train, test = (cls(str(data_dir), train=t, download=True) for t in (True, False))
     except Exception as e:
+        remove_empty(made)
         raise download_failed(task, e, f"{local}/train.npz and torchvision's files in {data_dir}") from None
     as_numpy = lambda d: (np.asarray(d.data, dtype=np.uint8), np.asarray(d.targets, dtype=np.int64))
     return {"train": as_numpy(train), "test": as_numpy(test)}

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -45,6 +46,28 @@ def test_missing_data_without_network_says_where_it_looked_and_how_to_fix(tmp_pa
     message = str(err.value)
     assert f"{tmp_path}/imdb/train.jsonl" in message and f"{tmp_path}/aclImdb" in message
     assert "download failed" in message and "--data-dir" in message
+
+
+def test_a_failed_download_leaves_no_folders_behind(tmp_path, monkeypatch):
+    import torchvision.datasets.utils as tv_utils
+    from torchvision import datasets
+
+    def makes_folder_then_fails(folder):  # as torchvision's downloads do, which make their folders first
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        raise RuntimeError("network is unreachable")
+    def FashionMNIST(root, **kwargs):  # noqa: N802: stands in for the class, whose name says where it downloads
+        makes_folder_then_fails(f"{root}/FashionMNIST/raw")
+    monkeypatch.setattr(datasets, "FashionMNIST", FashionMNIST)
+    monkeypatch.setattr(tv_utils, "download_url", lambda url, root, **kw: makes_folder_then_fails(root))
+    for load in (lambda d: data.load_images("fashion", d), load_imdb):
+        with pytest.raises(UserError, match="download failed"):
+            load(tmp_path / "typo" / "data")
+        assert list(tmp_path.iterdir()) == []
+    (tmp_path / "mine").mkdir()  # a folder the user had stays, and so does what a download left in it
+    (tmp_path / "mine" / "part.tar.gz").write_bytes(b"half")
+    with pytest.raises(UserError):
+        load_imdb(tmp_path / "mine")
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["part.tar.gz"]
 
 
 @pytest.mark.parametrize("line, message", [
