@@ -14,7 +14,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from config import DEFAULTS, UserError
+from config import DEFAULTS, REGULARISATION, UserError
 from files import atomic_path
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -119,7 +119,7 @@ def load_state(path, config):
                         f"over") from None
     changed = changed_keys(saved, config)
     if changed:
-        raise UserError(f"{path}: saved with a different config ({', '.join(changed)}); resume with the same "
+        raise UserError(f"{path}: saved with a different config ({listed(changed)}); resume with the same "
                         f"config or use another --out")
     return state
 
@@ -130,6 +130,14 @@ def changed_keys(saved, config):
     if config_hash(saved) == config_hash(config):
         return []
     return sorted(k for k in config if saved.get(k, DEFAULTS.get(k)) != config[k])
+
+
+def listed(changed):
+    """changed_keys for a refusal's message. Below reg_epochs a change of epochs changes the keys scaled with
+    it (config.scaled_regularisation); they are named as following it, not as changes the user made."""
+    derived = [k for k in changed if k in ("dropout", "flip", *REGULARISATION)] if "epochs" in changed else []
+    shown = ", ".join(k for k in changed if k not in derived)
+    return shown + (f"; and with epochs {', '.join(derived)}, which reg_epochs scales" if derived else "")
 
 
 def saved_config(path):

@@ -11,7 +11,7 @@ import torch
 
 import ranks
 from augment import alternating_flips, batch_augment
-from checkpoint import changed_keys, saved_config
+from checkpoint import changed_keys, listed, saved_config
 from cnn import init_whitening, make_cnn
 from config import UserError
 from data import CLASS_NAMES, cap_train, dev_split, load_images, load_imdb, read_npz, resolve_data_dir
@@ -184,7 +184,7 @@ def check_run_dir(out_dir, config):
             raise UserError(f"{path}: exists but is unreadable; move it away or choose another --out") from None
         changed = changed_keys(saved, config)
         if changed:
-            raise UserError(f"{out_dir} holds a run with a different config ({', '.join(changed)}); choose "
+            raise UserError(f"{out_dir} holds a run with a different config ({listed(changed)}); choose "
                             f"another --out, or --force (force=True) to replace it")
 
 

@@ -57,8 +57,8 @@ def run_or_skip(config, data_dir, sweep_dir, force=False):
     if not force and not resume and (out_dir / "metrics.json").is_file():
         metrics = json.loads((out_dir / "metrics.json").read_text())
         if not changed_keys(metrics["config"], config) and refit_done(metrics):
-            print(f"{config['name']}: finished before, skipped (--force runs it again)", flush=True)
-            return metrics
+            print(f"{config['name']}: finished before, skipped (--force, or force=True, runs it again)", flush=True)
+            return {**metrics, "run_dir": str(out_dir)}  # as run() returns it
     return run(config, data_dir, sweep_dir, resume=resume, overwrite=force, fixed=True)
 
 

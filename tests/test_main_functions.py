@@ -125,6 +125,15 @@ def test_training_steps_reuse_kept_freed_memory_without_faulting_its_pages_in_ag
     assert (faults < 50_000) if keep else (faults > 250_000), faults
 
 
+def test_run_config_refuses_another_config_in_its_folder_naming_what_the_user_changed(fashion_dir, tmp_path):
+    kwargs = dict(data_dir=fashion_dir, out=tmp_path, device="cpu", dev_size=50, hidden_dims=[8])
+    first = main.run_config("configs/fashion_mlp.toml", epochs=1, **kwargs)
+    assert main.run_config("configs/fashion_mlp.toml", epochs=1, **kwargs)["run_dir"] == first["run_dir"]  # skipped
+    with pytest.raises(UserError, match=r"different config \(epochs; and with epochs label_smoothing, weight_decay, "
+                                        r"which reg_epochs scales\); choose another --out, or --force \(force=True\)"):
+        main.run_config("configs/fashion_mlp.toml", epochs=2, **kwargs)
+
+
 def test_make_runs_command_takes_force_as_its_refusal_advises(imdb_dir, fashion_dir, tmp_path, capsys):
     assert imdb_dir == fashion_dir  # one folder holds both generated data sets
     argv = ["default", "--data-dir", str(imdb_dir), "--out", str(tmp_path / "runs"), "--set", "epochs=1",
