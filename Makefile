@@ -1,11 +1,12 @@
 # Two commands do all the set-up on a fresh machine: `make run` and `make test`.
 # Both create .venv when missing and (re)install requirements.txt and requirements-test.txt when they changed.
+# `make run ARGS=--force` re-runs what finished (ARGS go to `main.py default`).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
 .PHONY: run test
 run: $(VENV)/.installed
-	$(PY) main.py default
+	$(PY) main.py default $(ARGS)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests

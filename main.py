@@ -2,7 +2,8 @@
 (disk full, read-only or vanished folder, permission denied, out of memory) as one line and exit code 1.
 
   python main.py run CONFIG [--data-dir DIR] [--out DIR] [--set key=value ...] [--resume | --overwrite]
-  python main.py explore structures|activations|learning-rates|init|theory [--data-dir DIR] [--out DIR] [--set ...]
+  python main.py explore structures|activations|learning-rates|init [--data-dir DIR] [--out DIR] [--set ...]
+  python main.py explore theory [--out DIR]   the written homework's claims, checked numerically
   python main.py explore sgd-learning-rates|scratch [--data-dir DIR] [--out DIR] [--set ...]   by-hand homework
   python main.py explore gradcheck|backprop [--out DIR]   numpy layers vs autograd; backprop three ways, timed
   python main.py predict RUN_DIR --images FILE.npz [--out submission.csv]
@@ -34,7 +35,7 @@ DEFAULT_CONFIGS = [Path(__file__).resolve().parent / "configs/fashion_mlp.toml"]
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="main.py", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="main.py", description=" ".join(__doc__.split("\n\n")[0].split()))
     sub = parser.add_subparsers(dest="command", required=True)
     commands = {
         "run": sub.add_parser("run", help="train one configuration"),

@@ -152,7 +152,7 @@ def numpy_or_skip(config, data_dir, out_dir, force):
     if not force and path.is_file():
         metrics = json.loads(path.read_text())
         if metrics.get("config_hash") == config_hash(config):
-            print(f"{config['name']}: finished before, skipped (--force runs it again)", flush=True)
+            print(f"{config['name']}: finished before, skipped (--force, or force=True, runs it again)", flush=True)
             return metrics
     return train_numpy(config, data_dir, out_dir)
 
@@ -161,8 +161,8 @@ def describe(m):
     h = m["history"]
     train_seconds = sum(e["seconds"] for e in h)
     return (f"best dev acc {m['best_dev_acc']:.4f} (epoch {m['best_epoch']}), last epoch {h[-1]['dev_acc']:.4f}; "
-            f"{len(h)} epochs in {train_seconds:.1f}s ({train_seconds / len(h):.1f}s an epoch, dev evaluation "
-            f"included), {m['seconds']:.1f}s start to finish")
+            f"{len(h)} epoch{'s' * (len(h) != 1)} in {train_seconds:.1f}s ({train_seconds / len(h):.1f}s an epoch, "
+            f"dev evaluation included), {m['seconds']:.1f}s start to finish")
 
 
 def explore_scratch(data_dir=None, out="runs", overrides=(), force=False):
