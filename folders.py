@@ -46,8 +46,17 @@ def holder(folder):
 
 def try_lock(folder):
     """The open lock file of `folder` (created if missing) with its lock held, or None when another process
-    holds it. Closing the file releases the lock."""
-    folder = Path(folder)
+    holds it. Closing the file releases the lock. A folder or lock file that a failed run removed while this
+    was taking it (remove_if_bare) is made again."""
+    for attempt in range(3):
+        try:
+            return lock_once(Path(folder))
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
+
+
+def lock_once(folder):
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK
     if not path.is_file():
@@ -65,13 +74,10 @@ def try_lock(folder):
             raise
         # a file system without locks (some network and FUSE mounts): run unprotected rather than not at all
     try:
-        if os.fstat(f.fileno()).st_ino != os.stat(path).st_ino:  # the lock file was removed after we opened it
+        if os.fstat(f.fileno()).st_ino != os.stat(path).st_ino:  # removed after we opened it: a stale lock
             raise FileNotFoundError(path)
         command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
         path.write_text(f"pid {os.getpid()} ({command}, started {time.strftime('%Y-%m-%d %H:%M:%S')})\n")
-    except FileNotFoundError:  # a failed run removed its bare folder after we opened the lock (remove_if_bare)
-        f.close()
-        return None
     except OSError:
         f.close()
         raise
@@ -125,17 +131,17 @@ def new_run_dir(out_root, name, overwrite=False):
         if folder != first:
             print(f"{first} {why_taken(first)}; this run writes to {folder}/", flush=True)
         yield folder
-    except BaseException:
-        if made:  # a run that failed before writing anything (bad data, say) leaves no empty folder behind
-            remove_if_bare(folder)
+    except (UserError, KeyboardInterrupt):
+        if made:  # a run stopped before writing anything (bad data, say) leaves no empty folder behind; a fault
+            remove_if_bare(folder)  # of the machine leaves the folder its one line names as kept
         raise
     finally:
         f.close()
 
 
 def remove_if_bare(folder):
-    """Remove `folder` when it holds only its lock file (held by this process). A run starting on it at the
-    same moment makes its own lock file again, or finds the one it opened gone and takes the next name."""
+    """Remove `folder` when it holds only its lock file (held by this process). A run taking it at the same
+    moment makes the folder and its lock file again (try_lock)."""
     try:
         if [p.name for p in folder.iterdir()] == [LOCK]:
             (folder / LOCK).unlink()

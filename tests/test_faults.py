@@ -298,6 +298,32 @@ def test_a_second_run_on_a_held_folder_goes_to_its_own_and_a_killed_holder_leave
     assert json.loads((tmp_path / "out" / "tiny" / "metrics.json").read_text())["config"]["epochs"] == 2
 
 
+def test_a_lock_file_replaced_while_it_was_being_taken_is_taken_again(tmp_path, monkeypatch):
+    import folders
+    opened = []
+
+    def open_then_lose_it(path):  # a failed run removes the bare folder, and another run makes it again
+        f = builtins.open(path)
+        if not opened:
+            path.unlink()
+            path.touch()
+        opened.append(path)
+        return f
+    monkeypatch.setattr(folders, "open", open_then_lose_it, raising=False)
+    f = folders.try_lock(tmp_path / "run")
+    assert len(opened) == 2 and os.fstat(f.fileno()).st_ino == (tmp_path / "run" / ".lock").stat().st_ino
+    assert "pid" in (tmp_path / "run" / ".lock").read_text()
+    f.close()
+
+
+def test_a_fault_of_the_machine_before_a_runs_first_file_keeps_the_folder_its_line_names(tmp_path):
+    import folders
+    with pytest.raises(OSError):
+        with folders.new_run_dir(tmp_path, "run"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert (tmp_path / "run" / ".lock").is_file()
+
+
 def test_a_sweep_on_a_folder_another_process_holds_is_refused_naming_it(imdb_dir, tmp_path):
     from explore import sweep
     holder = hold_in_another_process(tmp_path / "s")
