@@ -119,7 +119,7 @@ def load_state(path, config):
                         f"over") from None
     changed = changed_keys(saved, config)
     if changed:
-        raise UserError(f"{path}: saved with a different config ({listed(changed)}); resume with the same "
+        raise UserError(f"{path}: saved with a different config ({listed(changed, saved, config)}); resume with the same "
                         f"config or use another --out")
     return state
 
@@ -132,12 +132,13 @@ def changed_keys(saved, config):
     return sorted(k for k in config if saved.get(k, DEFAULTS.get(k)) != config[k])
 
 
-def listed(changed):
-    """changed_keys for a refusal's message. Below reg_epochs a change of epochs changes the keys scaled with
-    it (config.scaled_regularisation); they are named as following it, not as changes the user made."""
-    derived = [k for k in changed if k in ("dropout", "flip", *REGULARISATION)] if "epochs" in changed else []
-    shown = ", ".join(k for k in changed if k not in derived)
-    return shown + (f"; and with epochs {', '.join(derived)}, which reg_epochs scales" if derived else "")
+def listed(changed, saved, config):
+    """changed_keys for a refusal's message. Below reg_epochs a change of epochs changes the keys scaled with it
+    (config.scaled_regularisation), which the user may never have set: the message says so."""
+    scaled = [k for k in changed if k in ("dropout", "flip", *REGULARISATION)]
+    below = min(saved.get("epochs", config["epochs"]), config["epochs"]) < config["reg_epochs"]
+    note = f"; below reg_epochs, {', '.join(scaled)} follow epochs" if "epochs" in changed and scaled and below else ""
+    return ", ".join(changed) + note
 
 
 def saved_config(path):

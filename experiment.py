@@ -184,7 +184,7 @@ def check_run_dir(out_dir, config):
             raise UserError(f"{path}: exists but is unreadable; move it away or choose another --out") from None
         changed = changed_keys(saved, config)
         if changed:
-            raise UserError(f"{out_dir} holds a run with a different config ({listed(changed)}); choose "
+            raise UserError(f"{out_dir} holds a run with a different config ({listed(changed, saved, config)}); choose "
                             f"another --out, or --force (force=True) to replace it")
 
 

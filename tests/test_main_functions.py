@@ -129,9 +129,12 @@ def test_run_config_refuses_another_config_in_its_folder_naming_what_the_user_ch
     kwargs = dict(data_dir=fashion_dir, out=tmp_path, device="cpu", dev_size=50, hidden_dims=[8])
     first = main.run_config("configs/fashion_mlp.toml", epochs=1, **kwargs)
     assert main.run_config("configs/fashion_mlp.toml", epochs=1, **kwargs)["run_dir"] == first["run_dir"]  # skipped
-    with pytest.raises(UserError, match=r"different config \(epochs; and with epochs label_smoothing, weight_decay, "
-                                        r"which reg_epochs scales\); choose another --out, or --force \(force=True\)"):
+    with pytest.raises(UserError, match=r"different config \(epochs, label_smoothing, weight_decay; below reg_epochs, "
+                                        r"label_smoothing, weight_decay follow epochs\); choose another --out, or "
+                                        r"--force \(force=True\)"):
         main.run_config("configs/fashion_mlp.toml", epochs=2, **kwargs)
+    with pytest.raises(UserError, match=r"different config \(hidden_dims\); choose"):  # nothing follows epochs
+        main.run_config("configs/fashion_mlp.toml", epochs=1, **{**kwargs, "hidden_dims": [4]})
 
 
 def test_make_runs_command_takes_force_as_its_refusal_advises(imdb_dir, fashion_dir, tmp_path, capsys):
