@@ -16,8 +16,8 @@ from bench import make_step  # noqa: E402
 from config import load_config  # noqa: E402
 from train import amp_dtype  # noqa: E402
 
-# Each variant names its widths and sets amp_widths to [] so that the net named is the one timed in either
-# precision (the config trains amp_widths, airbench94's, where autocast runs).
+# Each variant names its widths: make_step builds config["widths"] in either precision (a run would train
+# amp_widths where autocast runs), so a variant without them timed whatever the config's widths were.
 VARIANTS = {"the config's fp32 net (whitening stem, [24, 32, 64, 256])": ["widths=[24, 32, 64, 256]"],
             "the same with a 3x3 stem of 24 channels": ["widths=[24, 32, 64, 256]", "whiten=false"],
             "narrow [24, 32, 64, 128] (the fp32 net until 2026-12-03)": ["widths=[24, 32, 64, 128]"],
@@ -34,7 +34,7 @@ def main():
     x, y = torch.randn(2048, 3, 32, 32), torch.randint(0, 10, (2048,))
     for name, sets in VARIANTS.items():
         config = load_config(Path(__file__).resolve().parents[1] / "configs" / "cifar10_cnn.toml",
-                             sets + ["amp_widths=[]", f"amp={args.amp}", "device='cpu'"])
+                             sets + [f"amp={args.amp}", "device='cpu'"])
         step = make_step(config, {"train": (x, y), "meta": {"input_dim": 3072}})  # what main.py bench times
         step(0), step(1)
         start = time.perf_counter()
