@@ -9,7 +9,7 @@
   python main.py predict RUN_DIR --images FILE.npz [--out submission.csv]
   python main.py bench [--data-dir DIR] [--out DIR] [--quick]   toolkit vs textbook loop vs scikit-learn
   python main.py plot SWEEP_DIR|RUN_DIR [--data-dir DIR]   redraw plots from saved metrics (and model.pt)
-  python main.py default [--data-dir DIR] [--out DIR]   what `make run` runs
+  python main.py default [--data-dir DIR] [--out DIR] [--set ...] [--force]   what `make run` runs
 """
 import argparse
 import os
