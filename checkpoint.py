@@ -14,7 +14,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from config import DEFAULTS, REGULARISATION, UserError
+from config import DEFAULTS, SCALED_WITH_EPOCHS, UserError
 from files import atomic_path
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -119,8 +119,8 @@ def load_state(path, config):
                         f"over") from None
     changed = changed_keys(saved, config)
     if changed:
-        raise UserError(f"{path}: saved with a different config ({listed(changed, saved, config)}); resume with the same "
-                        f"config or use another --out")
+        raise UserError(f"{path}: saved with a different config ({listed(changed, saved, config)}); resume with "
+                        f"the same config or use another --out")
     return state
 
 
@@ -135,7 +135,7 @@ def changed_keys(saved, config):
 def listed(changed, saved, config):
     """changed_keys for a refusal's message. Below reg_epochs a change of epochs changes the keys scaled with it
     (config.scaled_regularisation), which the user may never have set: the message says so."""
-    scaled = [k for k in changed if k in ("dropout", "flip", *REGULARISATION)]
+    scaled = [k for k in changed if k in SCALED_WITH_EPOCHS]
     below = min(saved.get("epochs", config["epochs"]), config["epochs"]) < config["reg_epochs"]
     note = f"; below reg_epochs, {', '.join(scaled)} follow epochs" if "epochs" in changed and scaled and below else ""
     return ", ".join(changed) + note

@@ -207,6 +207,7 @@ def load_config(path=None, overrides=(), last=None):
 
 
 REGULARISATION = ("label_smoothing", "weight_decay")
+SCALED_WITH_EPOCHS = ("dropout", "flip", *REGULARISATION)  # the keys scaled_regularisation sets
 
 
 def scaled_regularisation(config):

@@ -206,11 +206,11 @@ def dispatch(args):
         from explore import SWEEPS
         SWEEPS[args.sweep](args.data_dir, args.out, args.set, args.force)
     elif args.command == "default":
-        from config import load_config
+        from config import load_config, parse_override
         from explore import explore_mlp_structures, run_or_skip
         # like a sweep, a re-run skips what finished and resumes what was interrupted
         # the structures sweep sets hidden_dims itself; the other settings go to it and to the configs after it
-        sweep_sets = [s for s in args.set if s.partition("=")[0].strip() != "hidden_dims"]
+        sweep_sets = [s for s in args.set if parse_override(s)[0] != "hidden_dims"]
         explore_mlp_structures(args.data_dir, args.out, sweep_sets, args.force)
         for path in DEFAULT_CONFIGS:
             config = load_config(path, args.set)

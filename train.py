@@ -407,8 +407,9 @@ def fit(model, data, config, out_dir, augment=None, extra=None, resume=False, st
         plan = saved.get("plan")
     elif config["budget_minutes"]:
         plan = budget.plan(model, data, config, started, augment)
+        steps = plan["planned_steps"]
         say(f"budget {config['budget_minutes']:g} min: {plan['samples_per_s']:,.0f} examples/s measured, "
-            f"{plan['epochs']} of {config['epochs']} epochs planned ({plan['planned_steps']} step{'s' * (plan['planned_steps'] != 1)})")
+            f"{plan['epochs']} of {config['epochs']} epochs planned ({steps} step{'s' * (steps != 1)})")
         if not plan["fits"]:
             say(f"budget {config['budget_minutes']:g} min: too short for one step and the test after "
                 f"{time.perf_counter() - started:.0f}s of loading; the run trains one step and will overrun it",
