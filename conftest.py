@@ -1,1 +1,0 @@
-# Makes the top-level modules (mlp, train, ...) importable from tests/ without installing anything.
