@@ -13,23 +13,17 @@
 """
 import argparse
 import os
-import signal
 import sys
-import threading
 from pathlib import Path
 
-from config import UserError
+from toolkit.config import UserError
+from toolkit.system import exit_now, huge_pages, ignore_sigterm_while_ranks_start, set_allocator
 
-if int(os.environ.get("WORLD_SIZE", "1")) > 1 and threading.current_thread() is threading.main_thread():
-    # Under torchrun the first rank to exit (a bad config: every rank finds it) gets the others SIGTERMed at
-    # once, perhaps while they still load torch; so from here until the ranks join (ranks.setup) a rank
-    # ignores SIGTERM, reaches its own one-line error and exits 2 like the first. A kill -TERM to torchrun in
-    # those first seconds waits for torchrun's grace period (then SIGKILL) instead.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+ignore_sigterm_while_ranks_start()  # before the heavy imports: see toolkit/system.py
 
 EXPLORATIONS = ["structures", "activations", "learning-rates", "init", "theory", "sgd-learning-rates", "gradcheck",
                 "backprop", "scratch"]
-BY_HAND = ["gradcheck", "backprop", "scratch"]  # byhand.py: the numpy layers of numpy_nn.py
+BY_HAND = ["gradcheck", "backprop", "scratch"]  # byhand/: the numpy layers
 SETTINGLESS = ["theory", "gradcheck", "backprop"]  # explorations with no config, so nothing to --set
 DEFAULT_CONFIGS = [Path(__file__).resolve().parent / "configs/fashion_mlp.toml"]  # after the structures sweep
 
@@ -88,8 +82,8 @@ def prefetch_data(args):
     """Give a vision run's data a head start: its .npz files inflate while torch imports (Fashion-MNIST's
     0.3 s of reading, CIFAR-10's 0.9-1.8 s). A config or data folder that cannot be read starts nothing here:
     the run reads them again inside main's error handling, which reports the problem."""
-    from config import load_config
-    from data import prefetch_images
+    from toolkit.config import load_config
+    from toolkit.data import prefetch_images
     try:
         prefetch_images(load_config(args.config, args.set)["task"], args.data_dir)
     except Exception:  # an unreadable config, a data folder this user may not read (PermissionError)
@@ -113,9 +107,9 @@ def main(argv=None):
     if args.command == "run":
         prefetch_data(args)
     try:
-        from checkpoint import Interrupted  # loads torch (~1-2 s)
-        from faults import Fault, line
-        import ranks
+        from toolkit.checkpoint import Interrupted  # loads torch (~1-2 s)
+        from toolkit.faults import Fault, line
+        from toolkit import ranks
     except KeyboardInterrupt:  # Ctrl-C while torch loads
         say("stopped by Ctrl-C while starting: nothing was written")
         return 130
@@ -157,19 +151,19 @@ def main(argv=None):
 def dispatch(args):
     # commands import what they need here, so `--help` and argument errors answer without loading torch
     if args.command == "plot" and (Path(args.sweep_dir) / "metrics.json").is_file():
-        from experiment import redraw_run
-        from folders import hold
+        from toolkit.run import redraw_run
+        from toolkit.files import hold
         with hold(args.sweep_dir):  # not while a run writes the same files
             redraw_run(args.sweep_dir, args.data_dir)
         return
     if args.command == "plot" and not Path(args.sweep_dir).is_dir():
         raise UserError(f"{args.sweep_dir}: no such folder (plot takes a run's or a sweep's folder)")
     if args.command == "plot":
-        from explore import redraw_sweep
+        from toolkit.sweeps import redraw_sweep
         redraw_sweep(args.sweep_dir)  # holds the folder, as a sweep does
         return
     if args.command == "predict":
-        from experiment import predict
+        from toolkit.run import predict
         if Path(args.out).is_dir():
             raise UserError(f"--out {args.out}: is a folder; name the .csv file to write")
         preds = predict(args.run_dir, args.images, args.out)
@@ -178,7 +172,7 @@ def dispatch(args):
     check_out(args.out)
     config = None
     if args.command == "run":
-        from config import load_config
+        from toolkit.config import load_config
         config = load_config(args.config, args.set)
     set_allocator(config["task"] if config else None)
     if getattr(args, "deterministic", False):
@@ -186,10 +180,10 @@ def dispatch(args):
         import torch
         torch.use_deterministic_algorithms(True)
     if args.command == "bench":
-        from bench import bench
+        from toolkit.bench import bench
         bench(args.data_dir, args.out, args.quick)
     elif args.command == "run":
-        from experiment import run
+        from toolkit.run import run
         if args.resume and args.overwrite:
             raise UserError("--resume continues a run, --overwrite starts one afresh: give one of them")
         metrics = run(config, args.data_dir, args.out, resume=args.resume, overwrite=args.overwrite)
@@ -200,14 +194,14 @@ def dispatch(args):
     elif args.command == "explore" and args.sweep == "theory":
         explore_theory(args.out)
     elif args.command == "explore" and args.sweep in BY_HAND:
-        from byhand import explore
+        from byhand.checks import explore
         return explore(args.sweep, args.data_dir, args.out, args.set, args.force)
     elif args.command == "explore":
-        from explore import SWEEPS
+        from toolkit.sweeps import SWEEPS
         SWEEPS[args.sweep](args.data_dir, args.out, args.set, args.force)
     elif args.command == "default":
-        from config import load_config, parse_override
-        from explore import explore_mlp_structures, run_or_skip
+        from toolkit.config import load_config, parse_override
+        from toolkit.sweeps import explore_mlp_structures, run_or_skip
         # like a sweep, a re-run skips what finished and resumes what was interrupted
         # the structures sweep sets hidden_dims itself; the other settings go to it and to the configs after it
         sweep_sets = [s for s in args.set if parse_override(s)[0] != "hidden_dims"]
@@ -216,45 +210,6 @@ def dispatch(args):
             config = load_config(path, args.set)
             metrics = run_or_skip(config, args.data_dir, Path(args.out), args.force)
             print_result(metrics, Path(args.out) / config["name"])
-
-
-def set_allocator(task):
-    """CPU memory for a command training `task` (None: several or none), before torch allocates: the image
-    tasks keep their freed memory, sentiment (and a command that may train it) runs on transparent huge pages.
-    A whole 10-epoch Fashion-MNIST run took 5.21-5.32 s keeping memory and 5.44-5.71 s on huge pages (four
-    alternated runs each, Xeon, issue 15): faulting in its 172 MB training tensor 2 MB at a time cost 0.2 s."""
-    if task in ("cifar10", "fashion"):
-        keep_freed_memory()
-    else:
-        huge_pages()
-
-
-def huge_pages():
-    """PyTorch puts CPU tensors of 2 MB and more on transparent huge pages when THP_MEM_ALLOC_ENABLE=1, read
-    once at its first allocation, so this only helps before torch loads. The sentiment MLP frees and
-    re-allocates a 400 MB dense gradient every step: in 4 KB pages a one-epoch run took 4.6 M page faults
-    (0.2 M on huge pages) and its epoch 12.4 s instead of 7.3 s, same results. The image tasks keep freed
-    memory instead (set_allocator): the bf16 CNN lost ~7% on huge pages (553 vs 596 images/s, 8 alternated
-    runs), a whole Fashion-MNIST run 0.2 s. A value already in the environment wins."""
-    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
-
-
-def keep_freed_memory():
-    """Freed memory stays in the process for the next training step: glibc's malloc then maps no block of
-    its own for a large allocation and trims the heap only past 2 GB free. By default each CNN activation
-    over 32 MB (a conv's output at batch 512) is mapped afresh, returned when freed, and faulted in again,
-    zeroed, 4 KB at a time, on every step: a 12-minute CIFAR-10 run on a 2-core Zen 4 took 111 M page faults
-    and 273 s of system time beside 1,054 s of user time, and 0.76 M and 8 s with this (hw3.md, Part 3).
-    PyTorch's huge pages (huge_pages) cost the bf16 CNN 7% on the Xeon of an earlier session. Without glibc
-    (macOS, Windows) nothing is done."""
-    if sys.platform == "linux":
-        import ctypes
-        try:
-            libc = ctypes.CDLL(None)
-            libc.mallopt(-4, 0)  # M_MMAP_MAX
-            libc.mallopt(-1, 2**31 - 1)  # M_TRIM_THRESHOLD
-        except (OSError, AttributeError):  # a libc without mallopt
-            pass
 
 
 # ---------------------------------------------------------------- the same experiments as Python functions
@@ -270,7 +225,7 @@ def as_overrides(settings):
 
 def run_sweep(name, data_dir, out, force, settings):
     huge_pages()
-    import explore
+    from toolkit import sweeps as explore
     metrics = getattr(explore, name)(data_dir, out, as_overrides(settings), force)
     return {m["name"]: m for m in metrics}
 
@@ -297,11 +252,11 @@ def run_config(config, data_dir=None, out="runs", epochs=None, device=None, forc
     """Train one configs/*.toml file (path relative to here or to this repository) into OUT/<name>/, as
     `main.py run` does; a finished run with the same config is skipped unless force=True, an interrupted
     one resumed. Returns its metrics (history, best_dev_acc, test_acc, ...)."""
-    from config import load_config
+    from toolkit.config import load_config
     path = Path(config) if Path(config).is_file() else Path(__file__).resolve().parent / config
     config = load_config(path, as_overrides(dict(epochs=epochs, device=device, **settings)))
     set_allocator(config["task"])
-    from explore import run_or_skip
+    from toolkit.sweeps import run_or_skip
     metrics = run_or_skip(config, data_dir, Path(out), force)
     print_result(metrics, Path(out) / config["name"])
     return metrics
@@ -309,7 +264,7 @@ def run_config(config, data_dir=None, out="runs", epochs=None, device=None, forc
 
 def explore_theory(out="runs"):
     """The written homework's claims checked numerically; theory.json and its figures in OUT/theory/."""
-    from theory import run_theory
+    from byhand.theory import run_theory
     results = run_theory(Path(out) / "theory")
     print(f"theory.json and plots in {Path(out) / 'theory'}/")
     return results
@@ -318,7 +273,7 @@ def explore_theory(out="runs"):
 def fetch_data(data_dir=None):
     """Load each task's data once (downloading into data_dir, default $DATA_DIR or data/, when missing), so
     that a missing file stops here and not after an hour of sweeps. Returns {task: (train, test) sizes}."""
-    from data import load_images, load_imdb, resolve_data_dir
+    from toolkit.data import load_images, load_imdb, resolve_data_dir
     sizes = {"sentiment": load_imdb(data_dir)}
     sizes.update({task: load_images(task, data_dir) for task in ("fashion", "cifar10")})
     sizes = {task: (len(d["train"][1]), len(d["test"][0])) for task, d in sizes.items()}
@@ -350,10 +305,4 @@ def print_result(metrics, out_dir):
 
 
 if __name__ == "__main__":
-    code = main()
-    # Leave without the interpreter's teardown, which frees torch's modules one object at a time: 0.4-0.5 s of
-    # a 5.5 s whole 10-epoch Fashion-MNIST run (issue 15). Nothing is lost by it: every file is written and
-    # closed by now (atomically), the process group is destroyed, and no thread of ours is left running.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    exit_now(main())

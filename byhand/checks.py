@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits  # installed with scikit-learn, which requires it
 
-import numpy_nn as nn
-from files import write_csv
+from byhand import layers as nn
+from toolkit.files import write_csv
 
 TOLERANCE = 1e-6  # every relative error in gradcheck.csv must stay below this
 FD_STEP = 1e-6    # central differences: truncation ~h^2, rounding ~1e-16/h; both far below TOLERANCE here
@@ -52,7 +52,7 @@ def away_from_zero(rng, shape):
 
 
 def layer_cases(rng):
-    """(layer name, case, numpy layer, input, torch forward(tensors by name)) for every layer of numpy_nn."""
+    """(layer name, case, numpy layer, input, torch forward(tensors by name)) for every layer of byhand.layers."""
     import torch.nn.functional as F
     f64 = np.float64
     return [
@@ -129,7 +129,7 @@ def gradcheck_rows(seed=0):
 
 def explore_gradcheck(out="runs"):
     """Write OUT/gradcheck/gradcheck.csv, print it and its worst errors; exit code 1 when one is >= TOLERANCE."""
-    from explore import print_table
+    from toolkit.sweeps import print_table
     rows = gradcheck_rows()
     path = Path(out) / "gradcheck" / "gradcheck.csv"
     write_csv(path, GRADCHECK_HEADER, [(*r[:4], f"{r[4]:.2e}", f"{r[5]:.2e}") for r in rows])
@@ -144,7 +144,7 @@ def explore_gradcheck(out="runs"):
 
 # ---------------------------------------------------------------- backprop three ways
 # One hidden layer: h = sigmoid(x W1 + b1), logits = h W2 + b2, loss = mean cross-entropy of softmax(logits).
-# Weights are [in, out] as in numpy_nn.Linear. Each function returns (loss, {"W1", "b1", "W2", "b2"}).
+# Weights are [in, out] as in byhand.layers.Linear. Each function returns (loss, {"W1", "b1", "W2", "b2"}).
 
 def sigmoid(z):
     return 1 / (1 + math.exp(-z)) if z >= 0 else math.exp(z) / (1 + math.exp(z))
@@ -250,7 +250,7 @@ def explore_backprop(out="runs", n=64, d=784, hidden=64, k=10):
     """OUT/backprop/backprop.csv: the three forms on one batch of Fashion-MNIST's shape (random values; time
     does not depend on them), on one BLAS thread: seconds per batch (median of repeated calls) and the
     largest gradient difference from the batch form."""
-    from explore import print_table
+    from toolkit.sweeps import print_table
     problem = mlp_problem(np.random.default_rng(0), n, d, hidden, k)
     reference = backprop_batch(*problem)[1]
     header = ["form", "seconds_per_batch", "calls_timed", "time_relative_to_batch_matrices",
@@ -276,6 +276,6 @@ def explore_backprop(out="runs", n=64, d=784, hidden=64, k=10):
 def explore(sweep, data_dir, out, overrides, force):
     """The `main.py explore` entry for gradcheck, backprop and scratch; returns the exit code."""
     if sweep == "scratch":
-        from scratch import explore_scratch
+        from byhand.scratch import explore_scratch
         return explore_scratch(data_dir, out, overrides, force)
     return explore_gradcheck(out) if sweep == "gradcheck" else explore_backprop(out)

@@ -1,4 +1,4 @@
-"""A scratch MLP: numpy_nn trains a configuration on real images, beside the toolkit's torch run of it.
+"""A scratch MLP: byhand.layers trains a configuration on real images, beside the toolkit's torch run of it.
 
     python main.py explore scratch --data-dir DIR [--out runs] [--set epochs=3 ...]
 
@@ -15,15 +15,15 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits  # installed with scikit-learn, which requires it
 
-import numpy_nn as nn
-from checkpoint import config_hash
-from config import UserError, load_config
-from data import CLASS_NAMES, ROOT, cap_train, dev_split, load_images
-from files import write_json, write_submission
+from byhand import layers as nn
+from toolkit.checkpoint import config_hash
+from toolkit.config import UserError, load_config
+from toolkit.data import CLASS_NAMES, ROOT, cap_train, dev_split, load_images
+from toolkit.files import write_json, write_submission
 
 SCRATCH_CONFIG = ROOT / "configs" / "fashion_scratch.toml"
 ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
-# what numpy_nn has no counterpart for must stay at these values (the toolkit's defaults: "off")
+# what byhand.layers has no counterpart for must stay at these values (the toolkit's defaults: "off")
 UNSUPPORTED = {"model": "mlp", "dropout": 0.0, "weight_decay": 0.0, "scheduler": "constant", "label_smoothing": 0.0,
                "augment": False, "tta_flip": False, "ema": 0.0, "init": "default", "lookahead": False,
                "budget_minutes": 0.0, "refit": False, "amp": False}
@@ -35,16 +35,16 @@ BLAS_THREADS = 1
 
 
 def check_supported(config):
-    """UserError naming the first key numpy_nn cannot honour, before any data is loaded."""
+    """UserError naming the first key byhand.layers cannot honour, before any data is loaded."""
     if config["task"] == "sentiment":
-        raise UserError("explore scratch: task 'sentiment' is not supported by numpy_nn; use fashion or cifar10")
+        raise UserError("explore scratch: task 'sentiment' is not supported by byhand.layers; use fashion or cifar10")
     if config["optimizer"] not in ("sgd", "momentum"):
-        raise UserError(f"explore scratch: optimizer = '{config['optimizer']}': numpy_nn has sgd and momentum only")
+        raise UserError(f"explore scratch: optimizer = '{config['optimizer']}': byhand.layers has sgd and momentum only")
     for key, value in UNSUPPORTED.items():
         if config[key] != value:
-            raise UserError(f"explore scratch: {key} = {config[key]!r} has no numpy_nn counterpart (use {value!r})")
+            raise UserError(f"explore scratch: {key} = {config[key]!r} has no byhand.layers counterpart (use {value!r})")
     if config["activation"].lower() not in ACTIVATIONS:
-        raise UserError(f"explore scratch: activation = '{config['activation']}': numpy_nn has "
+        raise UserError(f"explore scratch: activation = '{config['activation']}': byhand.layers has "
                         f"{', '.join(ACTIVATIONS)}")
 
 
@@ -52,7 +52,7 @@ def load_arrays(config, data_dir):
     """{'train', 'dev', 'test'}: (float32 [N, features], labels or None), split and normalized exactly as
     experiment.load_vision does: the same dev_split and max_train subset, the training part's per-channel
     statistics."""
-    from experiment import channel_stats
+    from toolkit.run import channel_stats
     raw = load_images(config["task"], data_dir)
     x, y = raw["train"]
     tr, dv = dev_split(y, config["dev_size"])
@@ -90,7 +90,7 @@ def evaluate(net, x, y, batch_size=2048):
 def train_numpy(config, data_dir, out_dir):
     """The toolkit's loop, by hand: shuffle, step, evaluate on dev each epoch, keep the best-on-dev weights,
     test them (or write submission.csv). Writes metrics.json and the curves; returns the metrics dict."""
-    from plots import plot_run
+    from toolkit.plots import plot_run
     start = time.perf_counter()
     data = load_arrays(config, data_dir)
     data_seconds = time.perf_counter() - start
@@ -133,7 +133,7 @@ def train_numpy(config, data_dir, out_dir):
             _, test_acc, preds = evaluate(net, x_test, y_test)
             write_submission(out_dir / "submission.csv", preds.tolist())
     metrics = {"name": config["name"], "config": config, "config_hash": config_hash(config), "seed": config["seed"],
-               "framework": "numpy_nn", "versions": {"numpy": np.__version__}, "blas_threads": BLAS_THREADS,
+               "framework": "byhand.layers", "versions": {"numpy": np.__version__}, "blas_threads": BLAS_THREADS,
                "params": sum(layer.params[name].size for layer, name in net.parameters()),
                "train_examples": len(data["train"][1]),
                "history": history, "best_epoch": best["epoch"],
@@ -166,10 +166,10 @@ def describe(m):
 
 
 def explore_scratch(data_dir=None, out="runs", overrides=(), force=False):
-    """Train configs/fashion_scratch.toml (+ overrides) with the toolkit's torch loop and with numpy_nn;
+    """Train configs/fashion_scratch.toml (+ overrides) with the toolkit's torch loop and with byhand.layers;
     print both and the gap in best dev accuracy. Returns 0, or 1 when a run diverged."""
     import torch
-    from explore import draw_sweep, run_or_skip
+    from toolkit.sweeps import draw_sweep, run_or_skip
     config = load_config(SCRATCH_CONFIG, overrides)
     check_supported(config)
     sweep_dir = Path(out) / "scratch"

@@ -13,8 +13,8 @@ import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 
-from files import write_json
-from plots import save as save_figure  # atomic; sets the Agg backend
+from toolkit.files import write_json
+from toolkit.plots import save as save_figure  # atomic; sets the Agg backend
 
 SEED = 0
 XOR_INPUTS = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])

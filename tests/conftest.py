@@ -6,7 +6,7 @@ import random
 import numpy as np
 import pytest
 
-import features
+from toolkit import features
 
 POSITIVE = "great superb wonderful loved brilliant moving fun excellent".split()
 NEGATIVE = "awful boring terrible hated dull waste poor worst".split()
@@ -32,7 +32,7 @@ def cache_in_tmp(tmp_path, monkeypatch):
     """Feature caches go to the test's own folder, never to the project's data/cache."""
     monkeypatch.setattr(features, "CACHE_DIR", tmp_path / "cache")
     monkeypatch.delenv("DATA_DIR", raising=False)
-    # main.set_allocator sets this for the process; restored after each test, so no later test inherits it
+    # system.set_allocator sets this for the process; restored after each test, so no later test inherits it
     monkeypatch.delenv("THP_MEM_ALLOC_ENABLE", raising=False)
 
 

@@ -3,12 +3,13 @@ import pytest
 import torch
 
 from cnn import Net, init_whitening
-from config import UserError, load_config
-import train
-from experiment import run
+from toolkit.config import UserError, load_config
+from toolkit import steps, train
+from toolkit.run import run
 from test_resume import signal_at_call, without_seconds
-from muon import orthogonalize
-from train import TrainState, lookahead_step, make_optimizer, tta_logits
+from toolkit.muon import orthogonalize
+from toolkit.steps import make_optimizer, tta_logits
+from toolkit.train import TrainState, lookahead_step
 
 
 def settings(**changes):
@@ -89,10 +90,10 @@ def test_shift_tta_averages_shifted_views_half_and_half_with_the_unshifted_one()
 def test_the_checkpoint_is_chosen_without_the_shifted_views_and_its_dev_and_test_predicted_with_them(cifar_dir,
                                                                                                     tmp_path,
                                                                                                     monkeypatch):
-    from experiment import load_checkpoint, load_task
-    from train import evaluate
-    shifts, views = [], train.tta_logits  # the tta_shift of every evaluated batch, in order
-    monkeypatch.setattr(train, "tta_logits", lambda model, xb, config: shifts.append(config["tta_shift"]) or
+    from toolkit.run import load_checkpoint, load_task
+    from toolkit.steps import evaluate
+    shifts, views = [], steps.tta_logits  # the tta_shift of every evaluated batch, in order
+    monkeypatch.setattr(steps, "tta_logits", lambda model, xb, config: shifts.append(config["tta_shift"]) or
                         views(model, xb, config))
     config = load_config(None, settings(tta_flip=True, tta_shift=1, epochs=3))
     metrics = run(config, cifar_dir, tmp_path)
@@ -124,7 +125,7 @@ def test_the_airbench_recipe_trains_and_an_interrupted_run_resumes_exactly(cifar
 
 def test_the_loop_hands_alternating_flips_every_training_row_once_an_epoch_with_its_epoch(cifar_dir, tmp_path,
                                                                                           monkeypatch):
-    import experiment
+    from toolkit import run as experiment
     calls, real = [], experiment.alternating_flips
 
     def recording(n, seed):
@@ -144,8 +145,8 @@ def test_the_loop_hands_alternating_flips_every_training_row_once_an_epoch_with_
 @pytest.mark.parametrize("autocast, trained", [(torch.bfloat16, [24, 16, 32]), (None, [24, 8, 16])])
 def test_amp_widths_are_the_net_trained_saved_and_recognised_as_finished_where_autocast_runs(
         cifar_dir, tmp_path, monkeypatch, capsys, autocast, trained):
-    import experiment
-    from explore import run_or_skip
+    from toolkit import run as experiment
+    from toolkit.sweeps import run_or_skip
     monkeypatch.setattr(experiment, "amp_dtype", lambda device, enabled: autocast if enabled else None)
     config = load_config(None, settings(amp_widths=[24, 16, 32], amp=True, epochs=1))
     assert run(config, cifar_dir, tmp_path)["config"]["widths"] == trained

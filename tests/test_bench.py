@@ -35,7 +35,7 @@ def test_quick_bench_writes_json_and_markdown_with_every_system(imdb_dir, fashio
 
 
 def test_speed_targets_need_both_the_speedup_and_equal_or_better_accuracy():
-    from bench import speedups
+    from toolkit.bench import speedups
 
     def fashion(system, samples_per_s, accuracy):
         return {"task": "fashion_mlp", "system": system, "samples_per_s": samples_per_s, "accuracy": accuracy}
@@ -50,7 +50,7 @@ def test_speed_targets_need_both_the_speedup_and_equal_or_better_accuracy():
 
 
 def test_whole_process_targets_compare_seconds_start_to_finish():
-    from bench import speedups
+    from toolkit.bench import speedups
 
     def whole(system, seconds, accuracy):
         return {"task": "fashion_whole", "system": system, "seconds": seconds, "accuracy": accuracy}
@@ -61,11 +61,11 @@ def test_whole_process_targets_compare_seconds_start_to_finish():
 
 
 def test_whole_processes_run_in_turn_and_report_the_median_of_their_rounds(monkeypatch, tmp_path):
-    import bench
+    from toolkit import bench
     order, seconds = [], {"toolkit": 10.0, "textbook": 30.0, "sklearn": 20.0}
 
     def timed(args):  # stands in for a subprocess: writes the run's metrics.json, returns its "seconds"
-        system = "toolkit" if args[0] == "main.py" else args[1]
+        system = "toolkit" if args[0] == "main.py" else args[2]  # -m toolkit.peers SYSTEM
         out = Path(args[args.index("--out") + 1])
         path = out / "fashion_mlp" / "metrics.json" if system == "toolkit" else out / "metrics.json"
         path.parent.mkdir(parents=True)
@@ -82,8 +82,8 @@ def test_whole_processes_run_in_turn_and_report_the_median_of_their_rounds(monke
 
 
 def test_whole_processes_start_without_the_huge_pages_the_bench_turned_on_for_itself(monkeypatch):
-    import bench
-    monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", "1")  # as main.set_allocator leaves it for the bench's own rows
+    from toolkit import bench
+    monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", "1")  # as system.set_allocator leaves it for the bench's own rows
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # what the user set passes on
     check = ("import os, sys; env = os.environ; "
              "sys.exit('THP_MEM_ALLOC_ENABLE' in env or env['ONEDNN_MAX_CPU_ISA'] != 'AVX2')")
@@ -108,7 +108,7 @@ def test_quick_bench_on_a_cpu_without_native_bf16_skips_bf16_and_says_so(imdb_di
 
 
 def test_the_bench_warns_when_the_avx2_emulation_leaves_mkl_unlimited():
-    from bench import cpu_limits
+    from toolkit.bench import cpu_limits
     issue_15s = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "PATH": "/bin"}
     limits, warning = cpu_limits(issue_15s)
     assert limits == {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
@@ -131,7 +131,7 @@ def test_the_peers_read_torchvisions_download_as_the_toolkit_does(tmp_path):
     for prefix, n in (("train", 200), ("t10k", 30)):
         write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 255, (n, 28, 28)))
         write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)
-    done = subprocess.run([sys.executable, "tools/fashion_peers.py", "sklearn", "--data-dir", str(tmp_path / "data"),
+    done = subprocess.run([sys.executable, "-m", "toolkit.peers", "sklearn", "--data-dir", str(tmp_path / "data"),
                            "--out", str(tmp_path / "out"), "--epochs", "1", "--dev-size", "50"],
                           cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
@@ -139,8 +139,8 @@ def test_the_peers_read_torchvisions_download_as_the_toolkit_does(tmp_path):
 
 
 def test_a_whole_process_that_fails_is_one_line_naming_it(tmp_path):
-    import bench
-    from config import UserError
+    from toolkit import bench
+    from toolkit.config import UserError
     (tmp_path / "fails.py").write_text("import sys\nsys.exit('no train.npz here')\n")
     with pytest.raises(UserError, match=r"fails.py` failed \(exit 1\): no train.npz here"):
         bench.whole_run([str(tmp_path / "fails.py")])

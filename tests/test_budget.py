@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-import budget
-import train
-from config import load_config
-from experiment import run
+from toolkit import budget
+from toolkit import train
+from toolkit.config import load_config
+from toolkit.run import run
 
 
 def tiny(**changes):
@@ -36,7 +36,7 @@ def machine(monkeypatch, step_s, eval_s=1.0, epoch_step_s=None):
 
 
 def test_plan_takes_as_many_epochs_as_fit_in_the_budget_after_a_margin_and_the_final_test(imdb_dir, monkeypatch):
-    from experiment import load_task
+    from toolkit.run import load_task
     import torch
     config = tiny(epochs=20)
     data = load_task(config, imdb_dir, torch.device("cpu"))  # 300 training reviews: 10 steps of 32 an epoch

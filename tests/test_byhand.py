@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pytest
 
-import numpy_nn as nn
-from byhand import BACKPROP_FORMS, backprop_batch, explore_backprop, mlp_problem
-from explore import explore_sgd_learning_rates
+from byhand import layers as nn
+from byhand.checks import BACKPROP_FORMS, backprop_batch, explore_backprop, mlp_problem
+from toolkit.sweeps import explore_sgd_learning_rates
 from main import main
-from scratch import explore_scratch
+from byhand.scratch import explore_scratch
 
 TINY = ["epochs=2", "dev_size=50", "hidden_dims=[16]", "batch_size=32"]
 
@@ -90,7 +90,7 @@ def test_sgd_learning_rate_sweep_runs_every_rate_for_every_seed_and_plots_bands(
 
 
 def test_main_py_plot_redraws_a_seeded_sweep_with_its_seed_bands(fashion_dir, tmp_path, monkeypatch):
-    import explore
+    from toolkit import sweeps as explore
     drawn, spread = [], explore.plot_spread
     monkeypatch.setattr(explore, "plot_spread", lambda *args: drawn.append(args) or spread(*args))
     explore_sgd_learning_rates(fashion_dir, tmp_path, ["epochs=2", "dev_size=50", "hidden_dims=[8]"],

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from config import DEFAULTS, UserError, load_config
+from toolkit.config import DEFAULTS, UserError, load_config
 from main import main
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,9 +4,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import data
-from config import UserError
-from data import dev_split, load_imdb
+from toolkit import data
+from toolkit.config import UserError
+from toolkit.data import dev_split, load_imdb
 
 
 def no_network(*args, **kwargs):

@@ -2,8 +2,8 @@ import csv
 
 import pytest
 
-from config import UserError
-from explore import explore_init, explore_mlp_activations, explore_mlp_learning_rates, explore_mlp_structures
+from toolkit.config import UserError
+from toolkit.sweeps import explore_init, explore_mlp_activations, explore_mlp_learning_rates, explore_mlp_structures
 from main import main
 
 

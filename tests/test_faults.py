@@ -19,12 +19,12 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-import features
-import train
-from files import write_json
-from folders import FolderInUse
+from toolkit import features
+from toolkit import train
+from toolkit.files import write_json
+from toolkit.files import FolderInUse
 from main import main
-from plots import visualize_epochs
+from toolkit.plots import visualize_epochs
 from test_resume import signal_at_call, swept, tiny, without_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -230,7 +230,7 @@ def test_a_data_folder_this_user_may_not_read_is_one_line_exit_1(fashion_dir, tm
 def test_ctrl_c_while_torch_loads_is_one_line_and_exit_130(fashion_dir, tmp_path, monkeypatch, capsys):
     real_import = builtins.__import__
     def interrupted(name, *args, **kwargs):  # as Ctrl-C lands in the first second, inside torch's import
-        if name == "checkpoint":
+        if name == "toolkit.checkpoint":
             raise KeyboardInterrupt
         return real_import(name, *args, **kwargs)
     monkeypatch.setattr(builtins, "__import__", interrupted)
@@ -271,7 +271,7 @@ def test_a_feature_cache_that_cannot_be_written_or_read_costs_time_not_the_run(t
 
 def hold_in_another_process(folder):
     """A real second process holding `folder` the way a run does; returns it once it holds the lock."""
-    code = "import sys, time; from folders import hold; h = hold(sys.argv[1]); h.__enter__(); print('held', flush=True); " \
+    code = "import sys, time; from toolkit.files import hold; h = hold(sys.argv[1]); h.__enter__(); print('held', flush=True); " \
            "time.sleep(60)"
     holder = subprocess.Popen([sys.executable, "-c", code, str(folder)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline() == "held\n"
@@ -299,7 +299,7 @@ def test_a_second_run_on_a_held_folder_goes_to_its_own_and_a_killed_holder_leave
 
 
 def test_a_lock_file_replaced_while_it_was_being_taken_is_taken_again(tmp_path, monkeypatch):
-    import folders
+    from toolkit import files as folders
     opened = []
 
     def open_then_lose_it(path):  # a failed run removes the bare folder, and another run makes it again
@@ -317,7 +317,7 @@ def test_a_lock_file_replaced_while_it_was_being_taken_is_taken_again(tmp_path, 
 
 
 def test_a_fault_of_the_machine_before_a_runs_first_file_keeps_the_folder_its_line_names(tmp_path):
-    import folders
+    from toolkit import files as folders
     with pytest.raises(OSError):
         with folders.new_run_dir(tmp_path, "run"):
             raise OSError(errno.ENOSPC, "No space left on device")
@@ -325,7 +325,7 @@ def test_a_fault_of_the_machine_before_a_runs_first_file_keeps_the_folder_its_li
 
 
 def test_a_sweep_on_a_folder_another_process_holds_is_refused_naming_it(imdb_dir, tmp_path):
-    from explore import sweep
+    from toolkit.sweeps import sweep
     holder = hold_in_another_process(tmp_path / "s")
     try:
         with pytest.raises(FolderInUse, match=f"s is in use by pid {holder.pid}"):

@@ -1,4 +1,4 @@
-"""Specification of numpy_nn: each layer's forward agrees with torch, each hand-written backward with torch
+"""Specification of byhand.layers: each layer's forward agrees with torch, each hand-written backward with torch
 autograd and with finite differences, and the optimizer with torch.optim.SGD."""
 import csv
 import subprocess
@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import numpy_nn as nn
-from byhand import TOLERANCE, gradcheck_rows
-from data import ROOT
+from byhand import layers as nn
+from byhand.checks import TOLERANCE, gradcheck_rows
+from toolkit.data import ROOT
 from main import main
 
 
@@ -112,5 +112,5 @@ def test_a_small_conv_net_learns_a_separable_image_problem():
 
 
 def test_the_layer_package_does_not_import_torch():
-    code = "import sys, numpy_nn; assert 'torch' not in sys.modules"
+    code = "import sys, byhand.layers; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)

@@ -6,9 +6,9 @@ import scipy.sparse as sp
 import torch
 from sklearn.linear_model import LogisticRegression
 
-import features
-from features import nb_weigh, to_torch
-from logreg import fit_logreg, to_scipy
+from toolkit import features
+from toolkit.features import nb_weigh, to_torch
+from toolkit.logreg import fit_logreg, to_scipy
 from mlp import Interpolated, SentimentClassifier
 
 

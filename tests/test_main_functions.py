@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 import main
-from config import UserError, load_config
-from data import ROOT
-from experiment import load_task
-from progress import progress_bar
-from train import pick_device
+from toolkit import system
+from toolkit.config import UserError, load_config
+from toolkit.data import ROOT
+from toolkit.run import load_task
+from toolkit.progress import progress_bar
+from toolkit.steps import pick_device
 
 
 def test_explore_functions_in_main_take_keyword_settings_and_return_each_configs_history(imdb_dir, tmp_path):
@@ -85,8 +86,8 @@ def test_only_commands_that_may_train_sentiment_put_torch_on_huge_pages(monkeypa
     env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
     monkeypatch.setattr(os, "environ", env)  # this test's own copy: what set_allocator sets ends with it
     kept = []
-    monkeypatch.setattr(main, "keep_freed_memory", lambda: kept.append(True))
-    main.set_allocator(task)
+    monkeypatch.setattr(system, "keep_freed_memory", lambda: kept.append(True))
+    system.set_allocator(task)
     assert (env.get("THP_MEM_ALLOC_ENABLE") == "1") == huge
     assert kept == ([] if huge else [True])
 
@@ -101,12 +102,13 @@ def thp_always():
 @pytest.mark.parametrize("keep", [True, False])
 def test_training_steps_reuse_kept_freed_memory_without_faulting_its_pages_in_again(keep):
     # a conv layer's activations at batch 512 are 64 MB: glibc maps blocks that large afresh on every step
-    # (16,384 zeroed 4 KB pages each) unless main.keep_freed_memory keeps them, as CIFAR-10 runs do
+    # (16,384 zeroed 4 KB pages each) unless system.keep_freed_memory keeps them, as CIFAR-10 runs do
     code = textwrap.dedent(f"""
-        import resource, torch, main
+        import resource, torch
+        from toolkit import system
         import torch.nn.functional as F
         if {keep}:
-            main.keep_freed_memory()
+            system.keep_freed_memory()
         net = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(4),
                                   torch.nn.Flatten(), torch.nn.Linear(32 * 8 * 8, 10))
         optimizer = torch.optim.SGD(net.parameters(), lr=0.01)

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from features import to_torch
+from toolkit.features import to_torch
 from mlp import ACTIVATIONS, SentimentClassifier, SparseLinear, make_activation
 
 

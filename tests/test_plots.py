@@ -1,8 +1,8 @@
 import pytest
 from matplotlib import pyplot as plt
 
-import plots
-from plots import visualize_configs, visualize_epochs
+from toolkit import plots
+from toolkit.plots import visualize_configs, visualize_epochs
 
 
 @pytest.fixture

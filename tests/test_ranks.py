@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from config import load_config
-from data import ROOT
-from experiment import run
+from toolkit.config import load_config
+from toolkit.data import ROOT
+from toolkit.run import run
 from main import main
 
 # Runs main.main under torchrun; fault = (n, rank, signal) makes that rank send the signal to itself at its
@@ -20,7 +20,9 @@ from main import main
 WORKER = """
 import os, signal, sys, weakref
 sys.path.insert(0, {root!r})
-import main, ranks, train
+import main
+from toolkit import ranks
+from toolkit import train
 import torch.distributed as dist
 fault = {fault!r}
 calls, original = [0], train.take
@@ -134,8 +136,8 @@ def test_cpu_ranks_score_dev_with_the_batch_norm_statistics_model_pt_keeps(cifar
     # without SyncBatchNorm each CPU rank's running statistics follow its own slice of the batch; the scores
     # in metrics.json must be those of model.pt (rank 0's), as one process or `main.py predict` reads it
     import torch
-    from experiment import load_checkpoint, load_task
-    from train import evaluate
+    from toolkit.run import load_checkpoint, load_task
+    from toolkit.steps import evaluate
     cnn = {"task": "cifar10", "model": "cnn", "widths": [8, 16], "epochs": 1, "optimizer": "nesterov"}
     code, err, _ = torchrun(tmp_path, cifar_dir, tmp_path / "two",
                             extra=[a for k, v in cnn.items() for a in ("--set", f"{k}={json.dumps(v)}")])

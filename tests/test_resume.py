@@ -6,11 +6,11 @@ import signal
 import pytest
 import torch
 
-import train
-from config import load_config
-from experiment import run
-from explore import sweep
-from files import atomic_path
+from toolkit import train
+from toolkit.config import load_config
+from toolkit.run import run
+from toolkit.sweeps import sweep
+from toolkit.files import atomic_path
 from main import main
 
 
@@ -134,7 +134,7 @@ def test_a_diverging_run_is_recorded_and_the_sweep_goes_on(imdb_dir, tmp_path):
 
 
 def test_a_run_whose_refit_was_stopped_is_run_again_not_skipped(imdb_dir, tmp_path, capsys):
-    from explore import run_or_skip
+    from toolkit.sweeps import run_or_skip
     config = load_config(None, tiny(epochs=1, refit=True))
     path = tmp_path / "tiny" / "metrics.json"
     run_or_skip(config, imdb_dir, tmp_path)

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from theory import run_theory
+from byhand.theory import run_theory
 
 
 @pytest.fixture(scope="module")

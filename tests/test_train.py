@@ -7,10 +7,10 @@ import sys
 import pytest
 import torch
 
-from config import load_config
-from data import ROOT
-from experiment import build_model, load_task, run
-from train import evaluate, join_rows, take
+from toolkit.config import load_config
+from toolkit.data import ROOT
+from toolkit.run import build_model, load_task, run
+from toolkit.steps import evaluate, join_rows, take
 
 
 def tiny(**changes):
@@ -87,7 +87,7 @@ def test_take_selects_the_same_rows_of_sparse_and_dense_matrices():
 
 
 def test_second_run_reads_features_from_the_cache(imdb_dir, tmp_path):
-    from experiment import _loaded
+    from toolkit.run import _loaded
     first = run(tiny(), imdb_dir, tmp_path / "a")
     _loaded.clear()  # a new process: only the disk cache is left
     second = run(tiny(), imdb_dir, tmp_path / "b")
@@ -150,7 +150,7 @@ def test_join_rows_stacks_sparse_and_dense_matrices_alike():
 
 
 def test_ctrl_c_outside_training_ends_with_one_line_and_exit_130(imdb_dir, tmp_path, monkeypatch, capsys):
-    import features
+    from toolkit import features
     from main import main
 
     def interrupted(*args, **kwargs):
@@ -163,7 +163,7 @@ def test_ctrl_c_outside_training_ends_with_one_line_and_exit_130(imdb_dir, tmp_p
 
 
 def test_the_one_cycle_schedule_follows_torchs_one_cycle_lr_when_its_length_is_fixed():
-    from train import make_scheduler
+    from toolkit.steps import make_scheduler
     config = load_config(None, ["scheduler='onecycle'", "warmup=0.25", "lr=0.4"])
     ours, theirs = (torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.4) for _ in range(2))
     mine = make_scheduler(ours, config, 10, lambda: 100)
@@ -178,7 +178,7 @@ def test_the_one_cycle_schedule_follows_torchs_one_cycle_lr_when_its_length_is_f
 
 @pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd", "momentum", "nesterov"])
 def test_the_loops_optimizers_update_as_torch_optims_do_to_the_bit(optimizer):
-    from train import make_optimizer
+    from toolkit.steps import make_optimizer
     config = load_config(None, [f"optimizer='{optimizer}'", "lr=0.01", "weight_decay=0.01", "momentum=0.9"])
     torch.manual_seed(0)
     ours, theirs = torch.nn.Linear(8, 3), torch.nn.Linear(8, 3)
@@ -211,7 +211,7 @@ def test_a_run_that_does_not_compile_never_imports_torch_dynamo(fashion_dir, tmp
 @pytest.mark.parametrize("capability, dtype", [((7, 5), torch.float16), ((8, 0), torch.bfloat16)])
 def test_a_gpu_without_bf16_hardware_trains_in_fp16(monkeypatch, capability, dtype):
     # a T4 (7.5), Colab's free GPU, emulates bf16, which torch.cuda.is_bf16_supported() counts by default
-    from train import amp_dtype
+    from toolkit.steps import amp_dtype
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
     assert amp_dtype(torch.device("cuda", 0), True) == dtype

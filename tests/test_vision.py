@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from augment import batch_augment
+from toolkit.augment import batch_augment
 from cnn import Net
-from config import UserError, load_config
-from data import ROOT, load_images
-from experiment import run
+from toolkit.config import UserError, load_config
+from toolkit.data import ROOT, load_images
+from toolkit.run import run
 from main import main
 
 
@@ -37,7 +37,7 @@ def without_np_load(monkeypatch):
 
 
 def test_prefetched_image_files_give_the_arrays_np_load_gives(fashion_dir, monkeypatch):
-    import data
+    from toolkit import data
     expected = load_images("fashion", fashion_dir)
     data.prefetch_images("fashion", fashion_dir)
     without_np_load(monkeypatch)
@@ -49,7 +49,7 @@ def test_prefetched_image_files_give_the_arrays_np_load_gives(fashion_dir, monke
 
 
 def test_a_file_changed_after_its_prefetch_is_read_again(fashion_dir):
-    import data
+    from toolkit import data
     path = fashion_dir / "fashion_mnist" / "train.npz"
     data.prefetch_images("fashion", fashion_dir)
     data._prefetched[path].result()  # the thread has read the old file
@@ -59,14 +59,14 @@ def test_a_file_changed_after_its_prefetch_is_read_again(fashion_dir):
 
 
 def test_a_new_prefetch_drops_what_an_earlier_run_left_untaken(fashion_dir, cifar_dir):
-    import data
+    from toolkit import data
     data.prefetch_images("fashion", fashion_dir)  # as if that run had failed before reading its files
     data.prefetch_images("cifar10", cifar_dir)
     assert sorted(p.parent.name for p in data._prefetched) == ["cifar10", "cifar10"]
 
 
 def test_files_the_prefetch_leaves_to_np_load_still_load(fashion_dir):
-    import data
+    from toolkit import data
     path = fashion_dir / "fashion_mnist" / "train.npz"
     x = np.asfortranarray(np.arange(6 * 28 * 28, dtype=np.uint8).reshape(6, 28, 28))  # Fortran order
     np.savez(path, x=x, y=np.arange(6))
@@ -76,7 +76,7 @@ def test_files_the_prefetch_leaves_to_np_load_still_load(fashion_dir):
 
 
 def test_a_damaged_file_gets_the_same_error_with_or_without_the_prefetch(fashion_dir):
-    import data
+    from toolkit import data
     (fashion_dir / "fashion_mnist" / "train.npz").write_bytes(b"PK\x03\x04 cut short")
     errors = []
     for prefetch in (False, True):
@@ -159,7 +159,7 @@ def test_flip_sets_the_share_of_mirrored_images():
 
 
 def test_alternating_flips_show_every_image_both_ways_in_each_two_epochs():
-    from experiment import make_augment
+    from toolkit.run import make_augment
     config = load_config(None, ["task='cifar10'", "augment=true", "alternate_flip=true", "translate=0"])
     augment = make_augment(config, 1000)
     x = torch.arange(2.0).repeat(1000, 1, 1, 1)  # [1000, 1, 1, 2] rows (0, 1); mirrored rows are (1, 0)
@@ -175,7 +175,7 @@ def test_alternating_flips_show_every_image_both_ways_in_each_two_epochs():
 
 
 def test_a_short_fashion_run_has_no_flips_and_so_no_augmentation_step():
-    from experiment import make_augment
+    from toolkit.run import make_augment
     config = lambda epochs: load_config(ROOT / "configs" / "fashion_mlp.toml", [f"epochs={epochs}"])
     assert config(10)["flip"] == 0.0 and make_augment(config(10), 100) is None
     assert config(30)["flip"] == 0.5 and make_augment(config(30), 100) is not None
@@ -300,7 +300,7 @@ def test_plots_false_draws_no_figures_and_main_py_plot_draws_them_later(fashion_
 
 
 def test_normalization_statistics_are_exact_on_large_image_sets():
-    from experiment import channel_stats
+    from toolkit.run import channel_stats
     x = np.full((7000, 32, 32, 3), 200, np.uint8)  # 7.2M values per channel: float32 sums drift here
     x[:, :, :, 1] = 50
     mean, std = channel_stats(x)
@@ -309,7 +309,7 @@ def test_normalization_statistics_are_exact_on_large_image_sets():
 
 @pytest.mark.parametrize("shape", [(300, 28, 28), (300, 32, 32, 3)])
 def test_normalization_statistics_match_float64_numpy_per_channel(shape):
-    from experiment import channel_stats
+    from toolkit.run import channel_stats
     x = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
     if x.ndim == 4:
         x[..., 1] //= 4  # channels with different statistics, so a mix-up of channels shows
@@ -319,7 +319,7 @@ def test_normalization_statistics_match_float64_numpy_per_channel(shape):
 
 
 def test_training_images_are_normalized_to_zero_mean_and_unit_std(cifar_dir):
-    from experiment import load_task
+    from toolkit.run import load_task
     config = load_config(None, settings(task="cifar10", model="cnn", dev_size=50, device="cpu"))
     x = load_task(config, cifar_dir, torch.device("cpu"))["train"][0]
     assert x.mean((0, 2, 3)).abs().max() < 1e-4 and (x.std((0, 2, 3)) - 1).abs().max() < 1e-3
@@ -328,7 +328,7 @@ def test_training_images_are_normalized_to_zero_mean_and_unit_std(cifar_dir):
 @pytest.mark.parametrize("model, stored", [("mlp", torch.bfloat16), ("cnn", torch.float32)])
 def test_under_bf16_autocast_an_mlp_keeps_its_images_in_bf16_and_a_cnn_in_float32(cifar_dir, monkeypatch, model,
                                                                                    stored):
-    import experiment
+    from toolkit import run as experiment
     monkeypatch.setattr(experiment, "amp_dtype", lambda device, enabled: torch.bfloat16 if enabled else None)
     monkeypatch.setattr(experiment, "_loaded", {})
     config = load_config(None, settings(task="cifar10", model=model, dev_size=50, device="cpu", amp=True))
@@ -337,7 +337,7 @@ def test_under_bf16_autocast_an_mlp_keeps_its_images_in_bf16_and_a_cnn_in_float3
 
 
 def test_a_linear_layer_under_bf16_autocast_computes_the_same_from_bf16_images_as_from_float32_ones():
-    from experiment import image_tensor
+    from toolkit.run import image_tensor
     x = np.random.default_rng(0).integers(0, 256, (64, 28, 28), dtype=np.uint8)
     mean, std = torch.tensor(0.286).view(1, 1, 1, 1), torch.tensor(0.353).view(1, 1, 1, 1)
     layer = torch.nn.Linear(784, 16)

@@ -6,7 +6,7 @@
    MLPClassifier. Speed-ups against the issue's targets are computed, not eyeballed.
    The same three again as whole processes, start to finish as a user times them (Python start-up, imports,
    loading and files included): `main.py run configs/fashion_mlp.toml` with issue 15's 784-256-128-10 MLP and
-   10 epochs, against tools/fashion_peers.py's textbook loop and MLPClassifier, the three in turn, three times.
+   10 epochs, against toolkit/peers.py's textbook loop and MLPClassifier, the three in turn, three times.
 2. Sentiment: TF-IDF featurization cold and cached, and training samples per second.
 3. CIFAR-10 CNN: training images per second and achieved GFLOP/s (FLOPs from FlopCounterMode), beside
    this machine's fp32 matmul GFLOP/s measured just before each row.
@@ -24,13 +24,13 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-import experiment
-from config import UserError, load_config
-from data import ROOT, resolve_data_dir
-from experiment import as_trained, build_model, init_from_data, load_task, make_augment, place, run
-from files import write_json, write_text
-from tools.fashion_peers import mlp_classifier, textbook_loop
-from train import amp_dtype, make_optimizer, take, train_step
+from toolkit.config import UserError, load_config
+from toolkit.data import ROOT, resolve_data_dir
+from toolkit.run import _loaded, as_trained, build_model, init_from_data, load_task, make_augment, place, run
+from toolkit.files import write_json, write_text
+from toolkit.system import keep_freed_memory
+from toolkit.peers import mlp_classifier, textbook_loop
+from toolkit.steps import amp_dtype, make_optimizer, take, train_step
 
 # Fashion-MNIST: the same network for every system (784-512-256-10, ReLU, Adam, no regularization), and
 # two recipes. The toolkit's is its choice for short runs: batches of 512 with lr 2e-3 (per step) decayed
@@ -58,7 +58,7 @@ def matmul_gflops(dtype=torch.float32, sizes=(2048, 3072, 4096), seconds=2.0):
 
 
 def peer_fashion(fit, config, data):
-    """(training seconds, dev accuracy) of tools/fashion_peers.py's textbook_loop or mlp_classifier (batch 64
+    """(training seconds, dev accuracy) of toolkit/peers.py's textbook_loop or mlp_classifier (batch 64
     and 200, lr 1e-3; no regularisation, as the toolkit rows here) on the toolkit's own split."""
     flat = lambda split: (data[split][0].flatten(1).numpy(), data[split][1].numpy())
     predict, seconds = fit(flat("train"), config["hidden_dims"], config["epochs"], config["seed"])
@@ -106,7 +106,7 @@ def bench_fashion(data_dir, epochs, seeds, rows, sets):
 
 def whole_run(args):
     """Wall seconds of `python ARGS` from the repository root, start to finish."""
-    # as from a shell: without the huge pages this process turned on for its sentiment row (main.set_allocator),
+    # as from a shell: without the huge pages this process turned on for its sentiment row (system.set_allocator),
     # which each command chooses for itself and which cost a Fashion-MNIST run 0.2 s
     env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
     start = time.perf_counter()
@@ -127,14 +127,14 @@ def bench_fashion_whole(data_dir, epochs, rows, sets, rounds=3):
     dev = next((s.split("=")[1] for s in sets if s.startswith("dev_size=")), "5000")
     toolkit = lambda out: ["main.py", "run", "configs/fashion_mlp.toml", "--set", "hidden_dims=[256, 128]", "--set",
                            f"epochs={epochs}", "--out", out, *where, *(a for s in sets for a in ("--set", s))]
-    peer = lambda system: lambda out: ["tools/fashion_peers.py", system, "--epochs", str(epochs), "--dev-size", dev,
+    peer = lambda system: lambda out: ["-m", "toolkit.peers", system, "--epochs", str(epochs), "--dev-size", dev,
                                        "--out", out, *where]
     read = lambda path: json.loads(Path(path).read_text())
     toolkit_acc = lambda out: read(f"{out}/fashion_mlp/metrics.json")["history"][-1]["dev_acc"]
     peer_acc = lambda out: read(f"{out}/metrics.json")["dev_acc"]
     systems = {"toolkit: main.py run configs/fashion_mlp.toml": (toolkit, toolkit_acc),
-               "textbook loop (batch 64): tools/fashion_peers.py textbook": (peer("textbook"), peer_acc),
-               "sklearn MLPClassifier (batch 200): tools/fashion_peers.py sklearn": (peer("sklearn"), peer_acc)}
+               "textbook loop (batch 64): python -m toolkit.peers textbook": (peer("textbook"), peer_acc),
+               "sklearn MLPClassifier (batch 200): python -m toolkit.peers sklearn": (peer("sklearn"), peer_acc)}
     runs = {name: [] for name in systems}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):
@@ -147,11 +147,11 @@ def bench_fashion_whole(data_dir, epochs, rows, sets, rounds=3):
 def bench_sentiment(data_dir, rows, sets):
     config = load_config(ROOT / "configs" / "sentiment_mlp.toml", ["epochs=1", "name='bench_sentiment'", *sets])
     with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as out:
-        import features
+        from toolkit import features
         saved, features.CACHE_DIR = features.CACHE_DIR, Path(cache)
         try:
             for label in ("cold", "cached"):
-                experiment._loaded.clear()
+                _loaded.clear()
                 metrics = run(config, data_dir, out, overwrite=True)  # the cached run replaces the cold one
                 rows.append(row("sentiment_features", label, None, metrics["features"]["seconds"], None, None))
         finally:
@@ -249,9 +249,8 @@ def bench_cnn(data_dir, steps, rows, ceiling, sets):
     fp32 matmul ceiling ceiling() measures just before it, not the one from the bench's start ten minutes
     earlier: this VM's speed moves within minutes (one bench measured its MLP's matmuls at 110% of that
     start-of-bench ceiling, a few minutes after it)."""
-    from main import keep_freed_memory
-    # as main.py does for a CIFAR-10 run (1.1x these steps here); last in the bench, as it lasts for the process.
-    # The bench's huge pages (main.set_allocator, for the sentiment row) stay on: a run's steps are still ~1.1x faster
+        # as main.py does for a CIFAR-10 run (1.1x these steps here); last in the bench, as it lasts for the process.
+    # The bench's huge pages (system.set_allocator, for the sentiment row) stay on: a run's steps are still ~1.1x faster
     keep_freed_memory()
     config = load_config(ROOT / "configs" / "cifar10_cnn.toml", sets)
     data = load_task(config, data_dir, torch.device("cpu"))

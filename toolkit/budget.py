@@ -19,8 +19,8 @@ import time
 
 import torch
 
-import ranks
-from train import evaluate, make_optimizer, take, train_step
+from toolkit import ranks
+from toolkit.steps import evaluate, make_optimizer, take, train_step
 
 MARGIN = 0.06  # of the budget, kept back for the plots, checkpoints and noise
 

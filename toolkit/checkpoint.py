@@ -14,8 +14,8 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from config import DEFAULTS, SCALED_WITH_EPOCHS, UserError
-from files import atomic_path
+from toolkit.config import DEFAULTS, SCALED_WITH_EPOCHS, UserError
+from toolkit.files import atomic_path
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from config import UserError
+from toolkit.config import UserError
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]  # the repository: configs/, data/
 IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 IMDB_MD5 = "7c2ac02c03563afcf9b574c7e56c153a"  # as torchtext checks it: a truncated archive fails it
 # a download that failed on these is a fault of the machine (exit 1), not data missing (exit 2)

@@ -24,8 +24,8 @@ import scipy.sparse as sp
 import torch
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 
-from data import ROOT
-from files import atomic_path
+from toolkit.data import ROOT
+from toolkit.files import atomic_path
 
 CACHE_DIR = ROOT / "data" / "cache"
 FEATURE_KEYS = ("features", "ngram_max", "min_df", "max_features")

@@ -37,7 +37,7 @@ def device_report():
     """Print and return what decides speed and precision here: GPU (name, memory, bf16), CPU (cores,
     instruction set, native bf16), and the device and mixed-precision dtype runs will use."""
     import torch
-    from train import amp_dtype, cuda_native_bf16, pick_device
+    from toolkit.steps import amp_dtype, cuda_native_bf16, pick_device
     device = pick_device("auto")
     report = {"torch": torch.__version__, "device": str(device)}
     if torch.cuda.is_available():

@@ -1,6 +1,6 @@
 """The two usual alternatives to `main.py run configs/fashion_mlp.toml`, as whole processes, for `main.py bench`.
 
-    python tools/fashion_peers.py textbook|sklearn [--data-dir DIR] [--out DIR] [--hidden 256 128] [--epochs 10]
+    python -m toolkit.peers textbook|sklearn [--data-dir DIR] [--out DIR] [--hidden 256 128] [--epochs 10]
                                   [--dev-size 5000]
 
 Each is what a student would write: load the images, scale pixels to [0, 1], train the same
@@ -14,15 +14,13 @@ Timed start to finish by bench.py (python start-up and imports included), as the
 also times textbook_loop and mlp_classifier in-process, on the toolkit's own arrays.
 """
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from data import dev_split, load_images  # noqa: E402
-from files import write_json, write_submission  # noqa: E402
+from toolkit.data import dev_split, load_images
+from toolkit.files import write_json, write_submission
 
 
 def load(data_dir, dev_size):

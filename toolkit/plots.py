@@ -5,7 +5,7 @@ matplotlib.use("Agg")  # no screen on servers and CI; must precede pyplot
 import matplotlib.pyplot as plt
 import numpy as np
 
-from files import atomic_path
+from toolkit.files import atomic_path
 
 
 def save(fig, path):

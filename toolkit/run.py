@@ -9,17 +9,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import ranks
-from augment import alternating_flips, batch_augment
-from checkpoint import changed_keys, listed, saved_config
+from toolkit import ranks
+from toolkit.augment import alternating_flips, batch_augment
+from toolkit.checkpoint import changed_keys, listed, saved_config
 from cnn import init_whitening, make_cnn
-from config import UserError
-from data import CLASS_NAMES, cap_train, dev_split, load_images, load_imdb, read_npz, resolve_data_dir
-from faults import in_run
-from files import write_json, write_submission
-from folders import clear, hold, new_run_dir
+from toolkit.config import UserError
+from toolkit.data import CLASS_NAMES, cap_train, dev_split, load_images, load_imdb, read_npz, resolve_data_dir
+from toolkit.faults import in_run
+from toolkit.files import write_json, write_submission
+from toolkit.files import clear, hold, new_run_dir
 from mlp import Interpolated, SentimentClassifier, initialize, make_activation
-from train import amp_dtype, evaluate, fit, fit_fixed, join_rows, pick_device, plot_dev_predictions, refit
+from toolkit.steps import amp_dtype, evaluate, join_rows, pick_device
+from toolkit.train import fit, fit_fixed, plot_dev_predictions, refit
 
 _loaded = {}  # a sweep loads and featurizes once; later configs with the same data settings reuse it
 
@@ -63,7 +64,7 @@ def channel_stats(x):
 def load_sentiment(config, data_dir, device):
     # features.py and logreg.py load scikit-learn's text and linear models: imported where sentiment needs
     # them, not at the top, so a vision run does not pay for them (start-up is part of every run's time)
-    from features import nb_weigh, text_features, to_torch
+    from toolkit.features import nb_weigh, text_features, to_torch
     raw = load_imdb(data_dir)
     texts, labels = raw["train"]
     tr, dv = dev_split(labels, config["dev_size"], block=config["dev_block"])
@@ -108,7 +109,7 @@ def load_task(config, data_dir, device):
     data_dir = resolve_data_dir(data_dir)
     keys = ("task", "dev_size", "max_train")
     if config["task"] == "sentiment":
-        from features import FEATURE_KEYS
+        from toolkit.features import FEATURE_KEYS
         keys += ("dev_block", *FEATURE_KEYS)
     else:
         keys += ("model", "amp")  # input_dtype
@@ -158,7 +159,7 @@ def fit_linear(model, config, data):
     whether there was one to fit."""
     if config["model"] != "logreg" and config["interpolate"] == 0:
         return False
-    from logreg import fit_logreg
+    from toolkit.logreg import fit_logreg
     target = model if config["model"] == "logreg" else model.linear
     target.load_state_dict(fit_logreg(*data["train"], config["C"], config["seed"]).state_dict())
     return True
@@ -345,7 +346,7 @@ def predict(run_dir, images, out):
 
 def redraw_run(run_dir, data_dir=None):
     """Redraw a run's curves from metrics.json and its dev confusion matrix (and image grid) from model.pt."""
-    from plots import plot_run
+    from toolkit.plots import plot_run
     run_dir = Path(run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     plot_run(metrics["history"], run_dir, metrics["name"])

@@ -1,7 +1,7 @@
 """Sweeps: one key varied over a few values on top of a base config; summary.csv and plots per sweep.
 
 Importable for notebooks and Colab:
-    from explore import explore_mlp_structures
+    from toolkit.sweeps import explore_mlp_structures
     explore_mlp_structures(data_dir="../shared/data", out="runs")
 """
 import csv
@@ -10,15 +10,15 @@ import re
 from contextlib import nullcontext
 from pathlib import Path
 
-import ranks
-from checkpoint import changed_keys
-from config import UserError, load_config
-from data import ROOT
-from experiment import as_trained, run
-from files import write_csv
-from folders import hold
-from plots import plot_spread, visualize_configs, visualize_epochs
-from train import pick_device
+from toolkit import ranks
+from toolkit.checkpoint import changed_keys
+from toolkit.config import UserError, load_config
+from toolkit.data import ROOT
+from toolkit.run import as_trained, run
+from toolkit.files import write_csv
+from toolkit.files import hold
+from toolkit.plots import plot_spread, visualize_configs, visualize_epochs
+from toolkit.steps import pick_device
 
 SENTIMENT_BASE = ROOT / "configs" / "sentiment_mlp.toml"
 SENTIMENT_LINEAR = ROOT / "configs" / "sentiment_logreg.toml"  # the baseline row of every sentiment sweep
@@ -175,8 +175,8 @@ def explore_sgd_learning_rates(data_dir=None, out="runs", overrides=(), force=Fa
                                lrs=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)):
     """The first assignment's learning-rate experiment on the init sweep's model (configs/fashion_init.toml: a
     one-hidden-layer sigmoid MLP, SGD with momentum, 4 epochs): each rate with several seeds, mean and spread.
-    It runs on the toolkit's torch loop rather than numpy_nn: re-runs skip finished runs, each run keeps its
-    metrics.json for `main.py plot`, and `explore scratch` shows numpy_nn lands where this loop does."""
+    It runs on the toolkit's torch loop rather than byhand.layers: re-runs skip finished runs, each run keeps its
+    metrics.json for `main.py plot`, and `explore scratch` shows byhand.layers lands where this loop does."""
     sweep_dir = Path(out) / "sgd-learning-rates"
     configs = seeded_configs("lr", lrs, lambda lr: f"lr={lr:g}", seeds, overrides)
     with hold_sweep(sweep_dir):

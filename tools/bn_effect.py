@@ -6,17 +6,16 @@ fp32, no augmentation: train both ways for STEPS steps of batch 512 and compare 
 import copy
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 import torch
 import torch.nn.functional as F
-from config import load_config
-from experiment import build_model, init_from_data, load_task
+from toolkit.data import ROOT
+from toolkit.config import load_config
+from toolkit.run import build_model, init_from_data, load_task
 torch.manual_seed(0)
-# usage: python tools/bn_effect.py STEPS DATA_DIR
-config = load_config(Path(__file__).resolve().parents[1] / "configs" / "cifar10_cnn.toml", ["device='cpu'"])
+# usage: python -m tools.bn_effect STEPS DATA_DIR
+config = load_config(ROOT / "configs" / "cifar10_cnn.toml", ["device='cpu'"])
 data = load_task(config, sys.argv[2] if len(sys.argv) > 2 else None, torch.device("cpu"))
 x, y = data["train"]
 STEPS, B = int(sys.argv[1]) if len(sys.argv) > 1 else 30, config["batch_size"]

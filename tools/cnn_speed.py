@@ -1,20 +1,18 @@
 """Training images/s of the CIFAR-10 CNN variants in hw3.md's throughput table: 8 of the loop's train_step calls
 (batch 512, augmentation included) after 2 warm-up steps, on random images.
 
-    python tools/cnn_speed.py [--amp]          # --amp: bf16 autocast where the CPU has native bf16
-    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 python tools/cnn_speed.py  # AVX2 only
+    python -m tools.cnn_speed [--amp]          # --amp: bf16 autocast where the CPU has native bf16
+    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 python -m tools.cnn_speed  # AVX2 only
 """
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench import make_step  # noqa: E402
-from config import load_config  # noqa: E402
-from train import amp_dtype  # noqa: E402
+from toolkit.data import ROOT
+from toolkit.bench import make_step
+from toolkit.config import load_config
+from toolkit.steps import amp_dtype
 
 # Each variant names its widths: make_step builds config["widths"] in either precision (a run would train
 # amp_widths where autocast runs), so a variant without them timed whatever the config's widths were.
@@ -33,7 +31,7 @@ def main():
     torch.manual_seed(0)
     x, y = torch.randn(2048, 3, 32, 32), torch.randint(0, 10, (2048,))
     for name, sets in VARIANTS.items():
-        config = load_config(Path(__file__).resolve().parents[1] / "configs" / "cifar10_cnn.toml",
+        config = load_config(ROOT / "configs" / "cifar10_cnn.toml",
                              sets + [f"amp={args.amp}", "device='cpu'"])
         step = make_step(config, {"train": (x, y), "meta": {"input_dim": 3072}})  # what main.py bench times
         step(0), step(1)

@@ -1,6 +1,6 @@
 """How far the IMDB dev split can be trusted: dev accuracy of two linear models by dev block length.
 
-    python tools/dev_blocks.py --data-dir ../shared/data [--blocks 1 3 10 30 100 500] [--seeds 5]
+    python -m tools.dev_blocks --data-dir path/to/data [--blocks 1 3 10 30 100 500] [--seeds 5]
 
 For each block length and seed, data.dev_split holds out 5,000 reviews as whole blocks of consecutive
 reviews of each class, and two scikit-learn models are fitted on the rest: TF-IDF uni+bigrams with
@@ -10,16 +10,13 @@ not have, so that a row costs seconds. Compare the means with the withheld-test 
 defaults took 6-7 minutes here on 2 cores shared with other jobs (not timed exactly).
 """
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from data import dev_split, load_imdb  # noqa: E402
-from features import make_vectorizer, nb_weigh, preprocess  # noqa: E402
+from toolkit.data import dev_split, load_imdb
+from toolkit.features import make_vectorizer, nb_weigh, preprocess
 
 
 def main():

@@ -3,15 +3,13 @@ for the first EPOCHS epochs and then fixed. Not in the toolkit: on three seeds i
 point, within noise (hw3.md, Part 3), and under torchrun DDP expects a gradient for every parameter it was
 built with (cnn.py trains the bias throughout for that reason).
 
-    python tools/freeze_whiten_bias.py EPOCHS run configs/cifar10_cnn.toml [main.py's options]
+    python -m tools.freeze_whiten_bias EPOCHS run configs/cifar10_cnn.toml [main.py's options]
 """
 import runpy
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-import train  # noqa: E402
+from toolkit.data import ROOT
+from toolkit import train
 
 epochs = int(sys.argv[1])
 train_one_epoch = train.train_one_epoch

@@ -1,7 +1,7 @@
 """Progressive resizing, hw3.md's experiment: `main.py run` with the first EARLY epochs trained on smaller
 images, the rest as usual. Not in the toolkit: at equal time it did not beat plain training (hw3.md, Part 3).
 
-    python tools/resize_epochs.py {crop,resize} SIZE EARLY run configs/cifar10_cnn.toml [main.py's options]
+    python -m tools.resize_epochs {crop,resize} SIZE EARLY run configs/cifar10_cnn.toml [main.py's options]
 
 crop: random SIZE x SIZE crops of the image padded by `translate` pixels (in place of the translation);
 resize: the usual flip and translation, then a bilinear, antialiased downscale to SIZE x SIZE. Either way the
@@ -9,16 +9,14 @@ network (a global max pool at the end) is evaluated on whole 32 x 32 images.
 """
 import runpy
 import sys
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-import augment  # noqa: E402
-import experiment  # noqa: E402
-import train  # noqa: E402
+from toolkit.data import ROOT
+from toolkit import augment
+from toolkit import run
+from toolkit import train
 
 mode, size, early = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 epoch = [1]
@@ -40,6 +38,6 @@ def small_early(x, gen, translate=2, flip=0.5, **kw):  # kw: mirrored, pad
     return augment.batch_augment(x, gen, translate, flip, size=size, **kw)  # crop
 
 
-train.train_one_epoch, experiment.batch_augment = noting_the_epoch, small_early
+train.train_one_epoch, run.batch_augment = noting_the_epoch, small_early
 sys.argv = [str(ROOT / "main.py")] + sys.argv[4:]
 runpy.run_path(str(ROOT / "main.py"), run_name="__main__")
