@@ -1,10 +1,11 @@
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from toolkit.config import DEFAULTS, UserError, load_config
+from toolkit.config import DEFAULTS, UserError, describe_scaling, load_config
 from main import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,6 +40,28 @@ def test_a_run_shorter_than_reg_epochs_gets_its_regularisation_scaled_down(tmp_p
     middle = load_config(path, ["epochs=20"])  # 2 * 20 / 30 - 1 = 1/3 of each
     assert middle["dropout"] == pytest.approx(0.1) and middle["flip"] == pytest.approx(0.5 / 3)
     assert load_config(path, ["epochs=60"])["dropout"] == 0.3  # longer runs keep the values as given
+
+
+def test_what_reg_epochs_scaled_is_recorded_and_a_full_length_run_records_nothing(tmp_path):
+    path = write(tmp_path, "reg_epochs = 30\nepochs = 30\ndropout = 0.3\nlabel_smoothing = 0.1\n")
+    assert "scaled_by_reg_epochs" not in load_config(path)
+    short = load_config(path, ["epochs=10"])
+    assert short["scaled_by_reg_epochs"] == {"dropout": [0.3, 0.0], "flip": [0.5, 0.0],
+                                             "label_smoothing": [0.1, pytest.approx(0.1 / 3)]}  # weight_decay 0 stays 0
+    assert describe_scaling(short) == ("reg_epochs = 30: this 10-epoch run scales dropout 0.3 -> 0, flip 0.5 -> 0, "
+                                       "label_smoothing 0.1 -> 0.0333")
+
+
+def test_a_scaled_run_says_what_it_set_at_its_start_and_metrics_json_keeps_it(fashion_dir, tmp_path, capsys):
+    path = write(tmp_path, "task = 'fashion'\nhidden_dims = [16]\nreg_epochs = 4\nepochs = 4\ndropout = 0.2\n"
+                           "max_train = 100\ndev_size = 50\nplots = false\n")
+    assert main(["run", str(path), "--data-dir", str(fashion_dir), "--out", str(tmp_path / "out"),
+                 "--set", "epochs=1"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == "reg_epochs = 4: this 1-epoch run scales dropout 0.2 -> 0, flip 0.5 -> 0"
+    metrics = json.loads((tmp_path / "out" / "exp" / "metrics.json").read_text())
+    assert metrics["scaled_by_reg_epochs"] == {"dropout": [0.2, 0.0], "flip": [0.5, 0.0]}
+    assert metrics["config"]["dropout"] == 0.0
 
 
 def test_every_shipped_config_is_valid():

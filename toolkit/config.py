@@ -19,7 +19,8 @@ DEFAULTS = dict(
     # MLP (sentiment and Fashion-MNIST)
     hidden_dims=[512],       # hidden layer sizes; [] is a single linear layer
     activation="ReLU",       # any name in mlp.ACTIVATIONS, case-insensitive
-    dropout=0.0,             # probability, applied after every hidden activation (training only)
+    dropout=0.0,             # probability, applied after every hidden activation (training only); reg_epochs
+                             # scales it down in a shorter run
     init="default",          # default (PyTorch's) | zeros | constant | normal (std 1) | xavier | kaiming
     interpolate=0.0,         # sentiment, nb features: weight of the NB logistic regression's probabilities
                              # mixed into the MLP's at evaluation (dev, test); 0 = the MLP alone
@@ -42,9 +43,9 @@ DEFAULTS = dict(
     optimizer="adam",        # sgd | momentum | nesterov | adam | adamw | muon (cnn: Muon on the conv filters,
                              # Nesterov SGD at lr on the rest; muon.py)
     momentum=0.9,            # for momentum/nesterov; beta1 for adam/adamw
-    weight_decay=0.0,        # L2 (sgd/adam) or decoupled (adamw)
+    weight_decay=0.0,        # L2 (sgd/adam) or decoupled (adamw); reg_epochs scales it down in a shorter run
     muon_lr=0.24,            # optimizer muon: the filters' lr per step; an orthogonalized update has singular
-                             # values ~1 whatever the loss scale or batch size (airbench94_muon: 0.24 at batch 2,000)
+                             # values ~1 whatever the loss scale or batch size
     muon_momentum=0.6,       # optimizer muon: the filters' Nesterov momentum (airbench94_muon's)
     bias_lr=1.0,             # batch-norm parameters get lr * bias_lr and weight_decay / bias_lr (the same
                              # decay per step); airbench: 64
@@ -53,11 +54,10 @@ DEFAULTS = dict(
     scheduler="constant",    # constant | exponential | cosine | onecycle (per step)
     gamma=0.9,               # exponential: lr multiplier per epoch
     warmup=0.2,              # onecycle: fraction of steps spent warming up
-    label_smoothing=0.0,
-    reg_epochs=0,            # > 0: dropout, label_smoothing, weight_decay and flip are tuned for this many epochs;
-                             # a run of fewer epochs scales each by epochs / reg_epochs, dropout and flip faster
-                             # (none at half of reg_epochs or less): a short run underfits, and regularisation then
-                             # costs accuracy, and time (scaled_regularisation); 0 = as given
+    label_smoothing=0.0,     # of the training loss's targets; reg_epochs scales it down in a shorter run
+    reg_epochs=0,            # > 0: dropout, flip, label_smoothing and weight_decay are set for this many epochs,
+                             # and a run of fewer scales them down (scaled_regularisation); it prints what it set
+                             # and metrics.json records it (scaled_by_reg_epochs); 0 = always as given
     seed=0,
     device="auto",           # auto | cpu | cuda | mps
     dev_size=5000,           # examples held out of train (seeded, stratified) for model selection
@@ -73,12 +73,11 @@ DEFAULTS = dict(
     max_features=200000,     # keep the most frequent n-grams; 0 = no limit
     # images
     augment=False,           # random flip + translate, on whole batches on the device (cifar10)
-    flip=0.5,                # when augmenting: probability of mirroring each training image
-    alternate_flip=False,    # instead, mirror a fixed random half in odd epochs, the other half in even
-                             # (airbench's; 0.6 points worse on CIFAR-10 at 5 epochs here, hw3.md)
+    flip=0.5,                # when augmenting: probability of mirroring each training image; reg_epochs
+                             # scales it down in a shorter run
+    alternate_flip=False,    # instead, mirror a fixed random half in odd epochs, the other half in even (airbench)
     translate=2,             # pixels of random translation when augmenting
-    pad="zeros",             # what a translation shifts in at the edges: zeros | reflect (the image mirrored;
-                             # 0.4 points worse on CIFAR-10, hw3.md)
+    pad="zeros",             # what a translation shifts in at the edges: zeros | reflect (the image mirrored)
     tta_flip=False,          # average predictions over the image and its mirror at evaluation
     tta_shift=0,             # and, for the best checkpoint's final dev and test predictions, over copies shifted
                              # by this many pixels (up-left, down-right): 3x their cost; the per-epoch dev
@@ -87,7 +86,7 @@ DEFAULTS = dict(
     amp=False,               # mixed precision: bf16 on Ampere+ GPUs (else fp16 + grad scaler) and on bf16 CPUs
     compile=False,           # torch.compile the model (CUDA; slow to start)
     plots=True,              # draw the run's figures at the end (loss, accuracy, confusion, dev images); false
-                             # saves ~2 s of a short run, and `main.py plot RUN_DIR` draws them later
+                             # saves seconds of a short run, and `main.py plot RUN_DIR` draws them later
     channels_last=True,      # memory format for the CNN
 )
 
@@ -189,7 +188,9 @@ def load_config(path=None, overrides=(), last=None):
         config[key] = check_value(key, value, "sweep")
     config["name"] = config["name"] or (default_name if path is not None else config["task"])
     if config["epochs"] < config["reg_epochs"]:
-        config = {**config, **scaled_regularisation(config)}
+        scaled = scaled_regularisation(config)
+        changed = {key: [config[key], value] for key, value in scaled.items() if value != config[key]}
+        config = {**config, **scaled, SCALED_RECORD: changed}
     if config["model"] == "cnn" and config["task"] != "cifar10":
         raise UserError(f"config '{config['name']}': model 'cnn' needs task 'cifar10', got '{config['task']}'")
     if config["optimizer"] == "muon" and config["model"] != "cnn":
@@ -208,15 +209,24 @@ def load_config(path=None, overrides=(), last=None):
 
 REGULARISATION = ("label_smoothing", "weight_decay")
 SCALED_WITH_EPOCHS = ("dropout", "flip", *REGULARISATION)  # the keys scaled_regularisation sets
+# what load_config scaled, {key: [as given, as trained]}: derived from the keys above, never set by a user
+SCALED_RECORD = "scaled_by_reg_epochs"
+
+
+def describe_scaling(config):
+    """One line saying what reg_epochs scaled in this config, or None when it scaled nothing."""
+    changed = config.get(SCALED_RECORD)
+    if not changed:
+        return None
+    what = ", ".join(f"{key} {given:g} -> {trained:.3g}" for key, (given, trained) in changed.items())
+    return f"reg_epochs = {config['reg_epochs']}: this {config['epochs']}-epoch run scales {what}"
 
 
 def scaled_regularisation(config):
     """The regularisation keys of a run shorter than reg_epochs: label smoothing and weight decay scaled by
     epochs / reg_epochs; dropout and the flip probability by 2 * epochs / reg_epochs - 1, so none at half of
-    reg_epochs or less. Measured on Fashion-MNIST (hw3.md): the 30-epoch values cost a 10-epoch run accuracy,
-    and dropout and flips cost it time without accuracy: at 10 of 30 epochs, dropout 0.1 took 5.5 of 17 s of
-    training and gave dev 0.8946 and 0.8934 (seeds 0, 1) against 0.8952 and 0.8962 without it; flips of one
-    image in six (the linear rule) 0.8957 over seeds 0-2 against 0.8961 without, at 13% of the epoch's time."""
+    reg_epochs or less. A short run underfits, so the long run's regularisation costs it accuracy, and dropout
+    and flips cost it time too (hw3.md, Part 3, has the measurements)."""
     scale = config["epochs"] / config["reg_epochs"]
     faster = max(0.0, 2 * scale - 1)
     return {"dropout": config["dropout"] * faster, "flip": config["flip"] * faster,

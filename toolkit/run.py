@@ -13,14 +13,14 @@ from toolkit import ranks
 from toolkit.augment import alternating_flips, batch_augment
 from toolkit.checkpoint import changed_keys, listed, saved_config
 from cnn import init_whitening, make_cnn
-from toolkit.config import UserError
+from toolkit.config import SCALED_RECORD, UserError, describe_scaling
 from toolkit.data import CLASS_NAMES, cap_train, dev_split, load_images, load_imdb, read_npz, resolve_data_dir
 from toolkit.faults import in_run
 from toolkit.files import write_json, write_submission
 from toolkit.files import clear, hold, new_run_dir
 from mlp import Interpolated, SentimentClassifier, initialize, make_activation
 from toolkit.steps import amp_dtype, evaluate, join_rows, pick_device
-from toolkit.train import fit, fit_fixed, plot_dev_predictions, refit
+from toolkit.train import fit, fit_fixed, plot_dev_predictions, refit, say
 
 _loaded = {}  # a sweep loads and featurizes once; later configs with the same data settings reuse it
 
@@ -38,18 +38,16 @@ def image_tensor(x, mean, std, device, dtype=torch.float32):
 def input_dtype(config, device):
     """The dtype an image task keeps its tensors in: an MLP's first layer is a Linear, which autocast feeds
     its input in the autocast dtype (bf16 on a CPU that has it), so images stored in it give the same
-    numbers, and a training step gathers half the bytes: a bf16 Fashion-MNIST step took 2.33-2.41 ms
-    instead of 2.51-2.62 (three alternated runs, Xeon, issue 15). The CNN keeps float32: its whitening stem
-    is fitted on the images themselves."""
+    numbers, and a training step gathers half the bytes. The CNN keeps float32: its whitening stem is
+    fitted on the images themselves."""
     return (config["model"] == "mlp" and amp_dtype(device, config["amp"])) or torch.float32
 
 
 def channel_stats(x):
     """Per-channel (means, stds) of uint8 images [N, H, W(, C)] (numpy or torch) in [0, 1] units, exact: from
     each channel's histogram of its 256 values, summed in Python's integers (a float32 sum over CIFAR's 46M
-    values per channel stalls past 2^24 and gave means of 0.33 instead of 0.49/0.48/0.45). The histogram took
-    0.06 s for Fashion-MNIST's training part and 0.16 s for CIFAR-10's, against 0.07-0.18 s and 0.29-0.55 s
-    for integer sums of the values and their squares (issue 15)."""
+    values per channel stalls past 2^24 and gets the means wrong). The histogram is faster than integer sums
+    of the values and their squares."""
     x = torch.as_tensor(x)
     channels = [x] if x.dim() == 3 else x.unbind(3)
     totals = [torch.bincount(c.flatten(), minlength=256).tolist() for c in channels]
@@ -89,8 +87,7 @@ def load_vision(config, data_dir, device):
     x, y = raw["train"]
     tr, dv = dev_split(y, config["dev_size"])
     tr = cap_train(tr, config["max_train"])
-    # a copy (43 MB for Fashion-MNIST, 138 MB for CIFAR-10), taken once, by torch: 0.02-0.03 s where numpy's
-    # x[tr] took 0.09-0.30 s for Fashion-MNIST (torch splits the copy over the cores)
+    # the training rows copied once, by torch, which splits the copy over the cores (numpy's x[tr] does not)
     x_train = torch.from_numpy(x)[torch.from_numpy(tr)]
     # normalize with the training part's per-channel statistics (dev and test never leak into them)
     mean, std = (torch.tensor(s, dtype=torch.float32, device=device).reshape(1, -1, 1, 1)
@@ -260,11 +257,15 @@ def run(config, data_dir=None, out_root="runs", resume=False, overwrite=False, f
     device = pick_device(config["device"])
     config = as_trained(config, device)
     ranks.setup(device)  # under torchrun: join the other ranks (once per process)
+    if describe_scaling(config):
+        say(describe_scaling(config))
     with shared_run_dir(out_root, config, resume, overwrite, fixed) as out_dir, in_run(out_dir, config, again):
         data = load_task(config, data_dir, device)
         torch.manual_seed(config["seed"])  # the same seed gives the same initial weights
         model = place(build_model(config, data["meta"]["input_dim"]), config, device)
         extra = {"data_seconds": time.perf_counter() - start}
+        if SCALED_RECORD in config:
+            extra[SCALED_RECORD] = config[SCALED_RECORD]
         if init_from_data(model, config, data):  # true when a logistic regression was fitted
             extra["logreg_seconds"] = time.perf_counter() - start - extra["data_seconds"]
         if config["model"] == "logreg":
