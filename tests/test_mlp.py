@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -104,3 +106,20 @@ def test_kaiming_initialization_of_the_sparse_layer_uses_its_input_fan():
     model = initialize(SentimentClassifier(10000, 2, [16], sparse_input=True), "kaiming")
     bound = (6 / 10000) ** 0.5  # kaiming_uniform with gain sqrt(2): sqrt(6 / fan_in)
     assert model.layers[0].weight.abs().max() <= bound and model.layers[0].weight.abs().max() > 0.9 * bound
+
+
+def test_the_homework_imports_its_plotting_helpers_from_mlp_and_a_run_never_loads_matplotlib_for_them(tmp_path):
+    import subprocess
+    import sys
+    code = ("import sys, mlp; assert 'matplotlib' not in sys.modules\n"
+            "from mlp import SentimentClassifier, visualize_configs, visualize_epochs\n"
+            f"visualize_epochs([0.9, 0.5], [1.0, 0.7], {str(tmp_path / 'loss.png')!r})\n"
+            f"visualize_configs([[0.6, 0.8], [0.5, 0.7]], ['[]', '[512]'], 'dev acc', {str(tmp_path / 'acc.png')!r})\n")
+    subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], check=True)
+    assert (tmp_path / "loss.png").stat().st_size > 0 and (tmp_path / "acc.png").stat().st_size > 0
+
+
+def test_a_name_mlp_does_not_have_is_an_attribute_error():
+    import mlp
+    with pytest.raises(AttributeError, match="visualize_everything"):
+        mlp.visualize_everything
