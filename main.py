@@ -1,5 +1,8 @@
-"""Command line. Every user mistake ends as one line on stderr and exit code 2, every fault of the machine
-(disk full, read-only or vanished folder, permission denied, out of memory) as one line and exit code 1.
+"""Train and compare PyTorch classifiers: an IMDB sentiment MLP, a Fashion-MNIST MLP and a CIFAR-10 CNN,
+with sweeps that plot themselves and a Kaggle submission.csv from every run.
+
+A user mistake ends as one line on stderr and exit code 2; a fault of the machine (disk full, read-only or
+vanished folder, permission denied, out of memory) as one line and exit code 1.
 
   python main.py run CONFIG [--data-dir DIR] [--out DIR] [--set key=value ...] [--resume | --overwrite]
   python main.py explore structures|activations|learning-rates|init [--data-dir DIR] [--out DIR] [--set ...]
@@ -79,9 +82,9 @@ def say(text):
 
 
 def prefetch_data(args):
-    """Give a vision run's data a head start: its .npz files inflate while torch imports (Fashion-MNIST's
-    0.3 s of reading, CIFAR-10's 0.9-1.8 s). A config or data folder that cannot be read starts nothing here:
-    the run reads them again inside main's error handling, which reports the problem."""
+    """Give a vision run's data a head start: its .npz files inflate while torch imports. A config or data
+    folder that cannot be read starts nothing here: the run reads them again inside main's error handling,
+    which reports the problem."""
     from toolkit.config import load_config
     from toolkit.data import prefetch_images
     try:
@@ -107,7 +110,7 @@ def main(argv=None):
     if args.command == "run":
         prefetch_data(args)
     try:
-        from toolkit.checkpoint import Interrupted  # loads torch (~1-2 s)
+        from toolkit.checkpoint import Interrupted  # loads torch: seconds
         from toolkit.faults import Fault, line
         from toolkit import ranks
     except KeyboardInterrupt:  # Ctrl-C while torch loads

@@ -61,8 +61,7 @@ def plot_run(history, out_dir, name):
 
 def plot_confusion(y_true, y_pred, class_names, path, title="confusion matrix (dev)"):
     """Counts of (true, predicted) class pairs, names on both axes, as scikit-learn's ConfusionMatrixDisplay
-    draws them; drawn here on one matplotlib axes because importing scikit-learn for it cost a whole-process
-    Fashion-MNIST run 1.2 s (issue 15)."""
+    draws them; drawn here on one matplotlib axes because importing scikit-learn for it slows every run."""
     k = len(class_names)
     counts = np.bincount(np.asarray(y_true) * k + np.asarray(y_pred), minlength=k * k).reshape(k, k)
     fig, ax = plt.subplots(figsize=(1.2 + 0.55 * k,) * 2)
@@ -77,7 +76,7 @@ def plot_confusion(y_true, y_pred, class_names, path, title="confusion matrix (d
 
 def plot_image_grid(images, y_true, y_pred, class_names, path, cols=8, title="dev images: predicted (true)"):
     """Images ([N, H, W] or [N, H, W, 3], values in [0, 1]) with their predicted and true labels; mistakes in
-    red. One mosaic on one axes: 32 separate axes took 1 s to draw."""
+    red. One mosaic on one axes: 32 separate axes are slow to draw."""
     n, h, w = images.shape[:3]
     rows, gap = -(-n // cols), max(h // 2, 6)  # the gap above each row holds the labels
     mosaic = np.ones((rows * (h + gap), cols * (w + 2), *images.shape[3:]))

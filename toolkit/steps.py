@@ -36,7 +36,7 @@ def seed_everything(seed):
 def take(x, idx):
     """Rows idx of a dense tensor or of a sparse CSR matrix, as the same kind of tensor."""
     if x.layout != torch.sparse_csr:
-        return x.index_select(0, idx)  # 2.5x faster than x[idx] on the CPU (0.22 against 0.56 ms for 512 images)
+        return x.index_select(0, idx)  # faster than x[idx] on the CPU
     crow, col, val = x.crow_indices(), x.col_indices(), x.values()
     starts, lengths = crow[idx], crow[idx + 1] - crow[idx]
     new_crow = torch.zeros(len(idx) + 1, dtype=crow.dtype, device=x.device)
@@ -61,10 +61,8 @@ def unguarded(cls):
     """The torch.optim class cls with its methods that torch.compile must not trace (step, zero_grad,
     add_param_group, state_dict, load_state_dict) called without their guards, the functions under them
     (inspect.unwrap); step under no_grad, as its guard runs it. Each guard imports torch._dynamo on its first
-    call: 2.4-2.8 s on a 2-core AVX2 laptop CPU (Zen 3), plus a wrapper per step; without them a 10-epoch
-    Fashion-MNIST run took 18.4-20.2 s there instead of 22.9-24.0 s (issue 15). The loop compiles the model
-    at most, never the optimizer step, so no guard is ever needed here; the updates are the same to the bit
-    (tests)."""
+    call, seconds of a short run on a laptop CPU, and wraps every step. The loop compiles the model at most,
+    never the optimizer step, so no guard is ever needed here; the updates are the same to the bit (tests)."""
     methods = {name: inspect.unwrap(getattr(cls, name))
                for name in ("zero_grad", "add_param_group", "state_dict", "load_state_dict")}
     methods["step"] = torch.no_grad()(inspect.unwrap(cls.step))
@@ -84,8 +82,8 @@ def make_optimizer(model, config, device):
     if name in ("sgd", "momentum", "nesterov"):
         return unguarded(torch.optim.SGD)(params, lr=lr, momentum=0.0 if name == "sgd" else mom,
                                           nesterov=name == "nesterov", weight_decay=wd)
-    # fused Adam is one kernel over all parameters: ~7x faster than the for-each version on the 100M-weight
-    # sparse layer here (0.055 s vs 0.38 s a step on 2 cores)
+    # fused Adam is one kernel over all parameters: several times faster than the for-each version on the
+    # sentiment MLP's 100M-weight sparse layer
     fused = device.type in ("cpu", "cuda")
     cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
     return unguarded(cls)(params, lr=lr, betas=(mom, 0.999), weight_decay=wd, fused=fused)
@@ -115,8 +113,8 @@ def one_cycle(progress, warmup):
 
 def amp_dtype(device, enabled):
     """Mixed-precision dtype, or None for fp32: bf16 on GPUs that have it (no grad scaler needed), else
-    fp16; bf16 on CPUs with native bf16 (avx512_bf16/AMX), where oneDNN convs run ~2x faster than fp32
-    (measured on this project's 2-core EPYC); fp32 on other CPUs, where bf16 is emulated and slow, and MPS."""
+    fp16; bf16 on CPUs with native bf16 (avx512_bf16/AMX), where oneDNN convs run about twice as fast as
+    fp32; fp32 on other CPUs, where bf16 is emulated and slow, and on MPS."""
     if not enabled:
         return None
     if device.type == "cuda":

@@ -1,8 +1,8 @@
-"""The one training loop shared by every model: fit, evaluate, predict, checkpoints, metrics.json.
+"""The one training loop shared by every model: fit, its resumable state (last.pt), refit on train + dev,
+and the run's files (model.pt, metrics.json, submission.csv). One step and evaluation are in steps.py.
 
 Data arrive as tensors already on the device ({'train': (x, y), 'dev': (x, y), 'test': (x, y or None)});
-a batch is a slice of a shuffled index, so there is no DataLoader and no per-sample collation. x may be a
-dense tensor or a sparse CSR matrix (TF-IDF rows); `take` selects rows of either.
+a batch is a slice of a shuffled index, so there is no DataLoader and no per-sample collation.
 """
 import copy
 import importlib.metadata
@@ -26,8 +26,8 @@ from toolkit.steps import amp_dtype, evaluate, make_optimizer, make_scheduler, s
 
 
 def versions():
-    """Read from the installed packages' metadata: importing torchvision for its version alone took 1.2 s of a
-    whole 10-epoch Fashion-MNIST run."""
+    """Package versions for metrics.json, read from the installed metadata: importing torchvision for its
+    version alone would slow every run."""
     installed = {name: importlib.metadata.version(pkg) for name, pkg in
                  (("torchvision", "torchvision"), ("sklearn", "scikit-learn"))}
     return {"python": platform.python_version(), "torch": torch.__version__, **installed, "numpy": np.__version__}
@@ -171,7 +171,7 @@ def train_one_epoch(state, step_model, train, config, augment, stop, last_path):
         if state.lookahead is not None:
             lookahead_step(state, steps)
         # every 20 steps (and at once on a signal in one process) the ranks agree on stopping and divergence:
-        # one all_reduce of two numbers, 0.35-1 ms under gloo here, too dear every step (see README, Scaling out)
+        # one all_reduce of two numbers: too dear every step under gloo (docs/scaling.md)
         if stop["signal"] and world == 1 or i % 20 == 19 or i == last - 1:
             signum, bad = ranks.max_all([stop["signal"] or 0, 0 if math.isfinite(loss.item()) else 1])
             if bad:
@@ -323,7 +323,7 @@ def finish(state, data, config, out_dir, extra=None):
     if ranks.is_main():
         write_json(out_dir / "metrics.json", metrics)
         if state.history and config["plots"]:
-            from toolkit.plots import plot_run  # matplotlib: imported only when drawing (0.5 s)
+            from toolkit.plots import plot_run  # matplotlib: imported only when drawing
             plot_run(state.history, out_dir, config["name"])
         (out_dir / "last.pt").unlink(missing_ok=True)  # finished: nothing to resume (up to 1 GB for sentiment)
     ranks.barrier()  # every rank returns once the files exist (a sweep's summary reads them)
