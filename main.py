@@ -9,7 +9,7 @@ vanished folder, permission denied, out of memory) as one line and exit code 1.
   python main.py explore theory [--out DIR]   the written homework's claims, checked numerically
   python main.py explore sgd-learning-rates|scratch [--data-dir DIR] [--out DIR] [--set ...]   by-hand homework
   python main.py explore gradcheck|backprop [--out DIR]   numpy layers vs autograd; backprop three ways, timed
-  python main.py predict RUN_DIR --images FILE.npz [--out submission.csv]
+  python main.py predict RUN_DIR --images FILE.npz [--out submission.csv] [--probabilities]
   python main.py bench [--data-dir DIR] [--out DIR] [--quick]   toolkit vs textbook loop vs scikit-learn
   python main.py plot SWEEP_DIR|RUN_DIR [--data-dir DIR]   redraw plots from saved metrics (and model.pt)
   python main.py default [--data-dir DIR] [--out DIR] [--set ...] [--force]   what `make run` runs
@@ -61,6 +61,8 @@ def parse_args(argv):
     predict.add_argument("run_dir")
     predict.add_argument("--images", required=True, help=".npz file with key x (uint8 images)")
     predict.add_argument("--out", default="submission.csv")
+    predict.add_argument("--probabilities", action="store_true",
+                         help="also write probabilities.csv beside it: Id and one probability per class")
     plot = sub.add_parser("plot", help="redraw the plots of a sweep (from its metrics.json files) or of a run")
     plot.add_argument("sweep_dir", metavar="DIR", help="a sweep folder, or a run folder (needs --data-dir)")
     plot.add_argument("--data-dir", help="for a run folder: the data its dev split comes from")
@@ -169,8 +171,9 @@ def dispatch(args):
         from toolkit.run import predict
         if Path(args.out).is_dir():
             raise UserError(f"--out {args.out}: is a folder; name the .csv file to write")
-        preds = predict(args.run_dir, args.images, args.out)
-        print(f"{len(preds)} predictions written to {args.out}")
+        preds = predict(args.run_dir, args.images, args.out, args.probabilities)
+        also = f" and {Path(args.out).with_name('probabilities.csv')}" if args.probabilities else ""
+        print(f"{len(preds)} predictions written to {args.out}{also}")
         return
     check_out(args.out)
     config = None

@@ -85,6 +85,8 @@ DEFAULTS = dict(
     ema=0.0,                 # weight EMA decay per step; 0 = off
     amp=False,               # mixed precision: bf16 on Ampere+ GPUs (else fp16 + grad scaler) and on bf16 CPUs
     compile=False,           # torch.compile the model (CUDA; slow to start)
+    probabilities=False,     # also write probabilities.csv: Id and the predicted probability of class 1 for two
+                             # classes (Kaggle's IMDB is scored by ROC AUC), else one column per class
     plots=True,              # draw the run's figures at the end (loss, accuracy, confusion, dev images); false
                              # saves seconds of a short run, and `main.py plot RUN_DIR` draws them later
     channels_last=True,      # memory format for the CNN

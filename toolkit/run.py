@@ -16,7 +16,7 @@ from cnn import init_whitening, make_cnn
 from toolkit.config import SCALED_RECORD, UserError, describe_scaling
 from toolkit.data import CLASS_NAMES, cap_train, dev_split, load_images, load_imdb, read_npz, resolve_data_dir
 from toolkit.faults import in_run
-from toolkit.files import write_json, write_submission
+from toolkit.files import write_json, write_probabilities, write_submission
 from toolkit.files import clear, hold, new_run_dir
 from mlp import Interpolated, SentimentClassifier, initialize, make_activation
 from toolkit.steps import amp_dtype, evaluate, join_rows, pick_device
@@ -329,19 +329,24 @@ def saved_run_device(config):
         return pick_device("auto")
 
 
-def predict(run_dir, images, out):
-    """Write a Kaggle submission (Id,Category) for the images in an .npz file with the run's best weights."""
+def predict(run_dir, images, out, probabilities=False):
+    """Write a Kaggle submission (Id,Category) for the images in an .npz file with the run's best weights,
+    and with probabilities=True probabilities.csv beside it (files.write_probabilities)."""
     model, checkpoint = load_checkpoint(run_dir)
     config, meta = checkpoint["config"], checkpoint["meta"]
     if config["task"] == "sentiment":
-        raise UserError(f"{run_dir}: predict takes images; a sentiment run writes submission.csv for its test texts")
+        raise UserError(f"{run_dir}: predict takes images; a sentiment run writes submission.csv for its test texts "
+                        f"(and probabilities.csv with --set probabilities=true)")
     if not Path(images).is_file():
         raise UserError(f"{images}: no such file (--images names an .npz of test images)")
     device = saved_run_device(config)
     x, _ = read_npz(Path(images), config["task"], need_labels=False)
     mean, std = (torch.tensor(meta[k], device=device).view(1, -1, 1, 1) for k in ("mean", "std"))
-    _, _, preds = evaluate(place(model, config, device), image_tensor(x, mean, std, device), None, config)
+    _, _, preds, *probs = evaluate(place(model, config, device), image_tensor(x, mean, std, device), None, config,
+                                   probabilities=probabilities)
     write_submission(out, preds.tolist())
+    for p in probs:
+        write_probabilities(Path(out).with_name("probabilities.csv"), p, meta["classes"])
     return preds
 
 

@@ -164,27 +164,31 @@ def tta_logits(model, xb, config):
 
 
 @torch.inference_mode()
-def evaluate(model, x, y, config, batch_size=2048):
-    """(mean loss or None, accuracy or None, predicted classes) of model on x; eval mode, no autograd.
+def evaluate(model, x, y, config, batch_size=2048, probabilities=False):
+    """(mean loss or None, accuracy or None, predicted classes) of model on x; eval mode, no autograd. With
+    probabilities=True a fourth element: the predicted probabilities [N, classes], float32 on the CPU.
 
     Under torchrun each rank evaluates its contiguous share of x and the sums and predictions are combined,
     so every rank gets the numbers one process would (the loss up to float rounding) in 1/N of the time."""
     model.eval()
     device = x.device
     rows = ranks.shard(torch.arange(x.shape[0], device=device))
-    loss, correct, preds = 0.0, 0, [torch.zeros(0, dtype=torch.long, device=device)]
+    loss, correct, preds, probs = 0.0, 0, [torch.zeros(0, dtype=torch.long, device=device)], []
     for i in range(0, len(rows), batch_size):
         idx = rows[i:i + batch_size]
         xb = take(x, idx)
         with autocast(device, config["amp"]):
             logits = tta_logits(model, xb, config) if xb.dim() == 4 else model(xb).float()
         preds.append(logits.argmax(1))
+        if probabilities:
+            probs.append(logits.softmax(1).cpu())
         if y is not None:
             yb = y[idx]
             loss += F.cross_entropy(logits, yb, reduction="sum").item()
             correct += (preds[-1] == yb).sum().item()
     preds = ranks.cat_all(torch.cat(preds).cpu())
+    extra = (ranks.cat_all(torch.cat(probs) if probs else torch.zeros(0)),) if probabilities else ()
     if y is None:
-        return None, None, preds
+        return (None, None, preds, *extra)
     loss, correct = ranks.sum_all(torch.tensor([loss, correct], dtype=torch.float64, device=ranks.comm_device()))
-    return loss.item() / len(y), correct.item() / len(y), preds
+    return (loss.item() / len(y), correct.item() / len(y), preds, *extra)

@@ -5,6 +5,7 @@ Data arrive as tensors already on the device ({'train': (x, y), 'dev': (x, y), '
 a batch is a slice of a shuffled index, so there is no DataLoader and no per-sample collation.
 """
 import copy
+from contextlib import contextmanager
 import importlib.metadata
 import math
 import platform
@@ -20,7 +21,8 @@ from tqdm import tqdm
 from toolkit import budget, ranks
 from toolkit.checkpoint import Interrupted, config_hash, load_state, rng_states, save_best, save_state, set_rng_states, \
     stop_requests
-from toolkit.files import write_json, write_submission
+from toolkit.files import write_json, write_probabilities, write_submission
+from toolkit.logs import EpochLog, write_hparams
 from toolkit.progress import progress_bar
 from toolkit.steps import amp_dtype, evaluate, make_optimizer, make_scheduler, seed_everything, take, train_step
 
@@ -63,6 +65,7 @@ class TrainState:
         # the run's seconds: those of the processes before a --resume, and this one's since `started`
         self.seconds_before, self.started = 0.0, time.perf_counter()
         self.best = {"dev_acc": -1.0, "epoch": None, "state": None, "preds": None}
+        self.log = None  # the run folder's EpochLog (rank 0), while fit trains
 
     @property
     def eval_model(self):
@@ -198,6 +201,8 @@ def end_epoch(state, data, config, t0, out_dir):
          "dev_loss": dev_loss, "dev_acc": dev_acc, "seconds": time.perf_counter() - t0,
          "eval_seconds": time.perf_counter() - t_eval, "lr": state.optimizer.param_groups[0]["lr"]}
     state.history.append(h)
+    if state.log:
+        state.log.epoch(h)
     say(f"{config['name']} epoch {state.epoch}: train loss {train_loss:.4f} acc {train_acc:.4f} | "
         f"dev loss {dev_loss:.4f} acc {dev_acc:.4f} | {h['seconds']:.1f}s")
     if dev_acc > state.best["dev_acc"]:
@@ -241,7 +246,8 @@ def fit(model, data, config, out_dir, augment=None, extra=None, resume=False, st
     if resume:
         state.load(last_path, saved)
         say(f"resuming {config['name']} at epoch {state.epoch}, step {state.step}")
-    with stop_requests() as stop:
+    state.log = EpochLog(out_dir, state.history) if ranks.is_main() else None
+    with stop_requests() as stop, closing_log(state):
         while state.epoch <= state.epochs:
             t0 = time.perf_counter()
             if not train_one_epoch(state, step_model, data["train"], config, augment, stop, last_path):
@@ -264,6 +270,16 @@ def fit(model, data, config, out_dir, augment=None, extra=None, resume=False, st
         done = sum(epoch_steps(h, state) for h in state.history)
         extra = {**(extra or {}), "budget": {**plan, "completed_steps": done, "completed_epochs": len(state.history)}}
     return finish(state, data, config, out_dir, extra)
+
+
+@contextmanager
+def closing_log(state):
+    """Close the run's events file when the loop stops, however it stops (finish writes the hparams)."""
+    try:
+        yield
+    finally:
+        if state.log:
+            state.log.close()
 
 
 def prepare(model, data, config, plan=None):
@@ -293,7 +309,9 @@ def fit_fixed(model, data, config, out_dir, extra=None):
     train_loss, train_acc, _ = evaluate(model, *data["train"], config)
     n = data["train"][0].shape[0]
     state.sums = torch.tensor([train_loss * n, train_acc * n], device=device) / ranks.world_size()  # end_epoch sums the ranks
-    end_epoch(state, data, config, start, out_dir)
+    state.log = EpochLog(out_dir, []) if ranks.is_main() else None
+    with closing_log(state):
+        end_epoch(state, data, config, start, out_dir)
     return finish(state, data, config, out_dir, extra)
 
 
@@ -306,11 +324,12 @@ def finish(state, data, config, out_dir, extra=None):
         if config["tta_shift"]:  # dev as the test is predicted, with the views end_epoch leaves out
             _, final_dev_acc, dev_preds = evaluate(state.eval_model, *data["dev"], config)
         x_test, y_test = data["test"]
-        _, test_acc, preds = evaluate(state.eval_model, x_test, y_test, config)
+        _, test_acc, preds, *probs = evaluate(state.eval_model, x_test, y_test, config,
+                                              probabilities=config["probabilities"])
         if ranks.is_main():
             if config["plots"]:
                 plot_dev_predictions(*data["dev"], dev_preds, data["meta"], out_dir)
-            write_submission(out_dir / "submission.csv", preds.tolist())  # also where the test has labels
+            write_predictions(out_dir, preds, probs, data["meta"])  # also where the test has labels
     metrics = {"name": config["name"], "config": config, "config_hash": config_hash(config), "seed": config["seed"],
                "versions": versions(), "device": str(state.device),
                "precision": str(state.precision).removeprefix("torch."), "world_size": ranks.world_size(),
@@ -322,6 +341,7 @@ def finish(state, data, config, out_dir, extra=None):
                "seconds": state.seconds(), **data["meta"], **(extra or {})}
     if ranks.is_main():
         write_json(out_dir / "metrics.json", metrics)
+        write_hparams(out_dir, config, metrics)
         if state.history and config["plots"]:
             from toolkit.plots import plot_run  # matplotlib: imported only when drawing
             plot_run(state.history, out_dir, config["name"])
@@ -347,11 +367,19 @@ def refit(model, data, config, epochs, out_dir, augment=None):
             return {**record, "diverged_at": state.diverged, "seconds": time.perf_counter() - start}
         state.epoch, state.step, state.sums = state.epoch + 1, 0, None
     ranks.same_buffers(state.eval_model)
-    _, test_acc, preds = evaluate(state.eval_model, *data["test"], config)
+    _, test_acc, preds, *probs = evaluate(state.eval_model, *data["test"], config,
+                                          probabilities=config["probabilities"])
     if ranks.is_main():
         save_best(out_dir / "model_refit.pt", state.eval_model.state_dict(), config, epochs, None, data["meta"])
-        write_submission(out_dir / "submission.csv", preds.tolist())
+        write_predictions(out_dir, preds, probs, data["meta"])
     return {**record, "test_acc": test_acc, "seconds": time.perf_counter() - start}
+
+
+def write_predictions(out_dir, preds, probs, meta):
+    """submission.csv from the predicted classes, and probabilities.csv where they were asked for ([probs])."""
+    write_submission(out_dir / "submission.csv", preds.tolist())
+    for p in probs:
+        write_probabilities(out_dir / "probabilities.csv", p, meta["classes"])
 
 
 def plot_dev_predictions(x_dev, y_dev, preds, meta, out_dir):
