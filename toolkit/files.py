@@ -3,7 +3,8 @@ file readable, one process works in a run folder at a time, and a finished run i
 
 A run holds an OS lock (fcntl.flock) on OUT/<name>/.lock while it works. The kernel drops the lock when the
 process ends, however it ends (kill -9 included), so a lock is never stale and nothing needs cleaning up.
-The file stays, holding the last holder's pid and command, for the message a second run prints. A fresh `main.py run` writes to OUT/<name>/ when that folder holds no run, else to the first free
+The file stays, holding the last holder's pid and command, for the message a second run prints.
+A fresh `main.py run` writes to OUT/<name>/ when that folder holds no run, else to the first free
 OUT/<name>-2, OUT/<name>-3, ...; `--overwrite` replaces OUT/<name>'s results instead. Sweeps keep fixed
 folder names (their plots read them) and refuse a folder that another process holds.
 """
@@ -27,8 +28,9 @@ except ImportError:  # Windows has no flock: there a second run on one folder is
 
 LOCK = ".lock"
 HOLDS_A_RUN = ("metrics.json", "model.pt", "last.pt")  # a folder with any of these is used
-RESULTS = HOLDS_A_RUN + ("model_refit.pt", "submission.csv", "loss.png", "accuracy.png", "confusion.png",
-                        "predictions.png")
+RESULTS = HOLDS_A_RUN + ("model_refit.pt", "submission.csv", "probabilities.csv", "history.csv", "loss.png",
+                        "accuracy.png", "confusion.png", "predictions.png")
+EVENTS = "events.out.tfevents.*"  # TensorBoard's files (logs.py)
 
 
 class FolderInUse(UserError):
@@ -107,6 +109,8 @@ def clear(folder):
     """Delete a run's result files (for --overwrite and sweeps' --force), so that old and new never mix."""
     for name in RESULTS:
         (Path(folder) / name).unlink(missing_ok=True)
+    for events in Path(folder).glob(EVENTS):
+        events.unlink(missing_ok=True)
 
 
 @contextmanager
@@ -225,3 +229,13 @@ def write_csv(path, header, rows):
 def write_submission(path, predictions):
     """Kaggle format: header Id,Category; Id counts from 1 in test order; Category is the class index."""
     write_csv(path, ["Id", "Category"], ((i, int(p)) for i, p in enumerate(predictions, 1)))
+
+
+def write_probabilities(path, probabilities, classes):
+    """Kaggle's format for scoring by probability (ROC AUC, log loss): Id from 1 in test order, then for two
+    classes the probability of class 1 (header Id,Probability), else one column per class, named by it."""
+    rows = probabilities.tolist()
+    if len(classes) == 2:
+        write_csv(path, ["Id", "Probability"], ((i, f"{p[1]:.6f}") for i, p in enumerate(rows, 1)))
+    else:
+        write_csv(path, ["Id", *classes], ((i, *(f"{q:.6f}" for q in p)) for i, p in enumerate(rows, 1)))
