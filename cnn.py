@@ -2,16 +2,14 @@
 
 widths = [stem, group1, group2, ...]: a stem at full resolution, then one group per further width, each
 halving the resolution; a global max pool and one linear layer classify. configs/cifar10_cnn.toml's
-fp32 net, [24, 32, 64, 256] with the whitening stem, costs 0.055 GFLOP per 32x32 image forward (0.81 M
-parameters); [24, 32, 64, 128] 0.040 GFLOP (0.29 M); [24, 64, 128, 256] 0.131 GFLOP (1.16 M).
+fp32 net is [24, 32, 64, 256] with the whitening stem (hw3.md lists each net's FLOPs and parameters).
 
 The airbench options (KellerJordan/cifar10-airbench, airbench94.py), each a config key; hw3.md measures them:
 - whiten: the stem is a 2x2 patch-whitening conv: fixed weights, the eigenvectors of the training images'
   2x2-patch covariance scaled to unit variance, each with its negative (2 * 12 = 24 channels, so widths[0]
   must be 24), and a trained bias (airbench freezes it after 3 epochs; here it trains throughout, which
   keeps every parameter in use for DDP). Decorrelated inputs from the first step, and faster than a 3x3
-  stem of 24 channels with batch norm: 1.4x the training images/s at the config's widths, 1.2x at twice
-  them (hw3.md).
+  stem of 24 channels with batch norm (hw3.md).
 - bn_scale = false: batch norm scales fixed at 1, shifts trained. bn_momentum: torch's convention (weight of
   the new batch in the running statistics).
 - dirac: each 3x3 conv starts as the identity on its first c_in output channels (the rest random).
@@ -45,9 +43,8 @@ def conv_bn(c_in, c_out, bn_scale=True, bn_momentum=0.1, dirac=False):
 class GlobalMaxPool(nn.Module):
     """Each channel's largest value, [N, C, 1, 1], as nn.AdaptiveMaxPool2d(1) gives it (gradients too, ties
     included: both take the first maximum), by a max pool over the whole map, whose CUDA backward is
-    deterministic: adaptive_max_pool2d's has no deterministic version, so --deterministic raised on a GPU.
-    On the CPU it costs ~0.6 ms a step more (0.15% of the config's fp32 step); amax costs more and shares the
-    gradient of tied values, which in bf16 are common."""
+    deterministic (adaptive_max_pool2d's is not, so --deterministic would refuse it on a GPU). On the CPU it
+    costs a little more; amax costs more and shares the gradient of tied values, which in bf16 are common."""
 
     def forward(self, x):
         return F.max_pool2d(x, x.shape[2:])

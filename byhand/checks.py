@@ -258,7 +258,7 @@ def explore_backprop(out="runs", n=64, d=784, hidden=64, k=10):
     rows = []
     for name, fn in BACKPROP_FORMS.items():
         grads = fn(*problem)[1]
-        with threadpool_limits(1, "blas"):  # see scratch.py: one BLAS thread is faster on this shared CPU
+        with threadpool_limits(1, "blas"):  # one BLAS thread, as in scratch.py: steady times on a shared CPU
             seconds, calls = seconds_per_call(fn, problem)
         diff = max(float(np.abs(grads[key] - reference[key]).max()) for key in reference)
         rows.append([name, f"{seconds:.3g}", calls, seconds, f"{diff:.1e}"])

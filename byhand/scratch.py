@@ -27,10 +27,8 @@ ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 UNSUPPORTED = {"model": "mlp", "dropout": 0.0, "weight_decay": 0.0, "scheduler": "constant", "label_smoothing": 0.0,
                "augment": False, "tta_flip": False, "ema": 0.0, "init": "default", "lookahead": False,
                "budget_minutes": 0.0, "refit": False, "amp": False}
-# One thread a side, so the times compare the same work on one core. On this project's shared 2-core CPU with
-# other processes running (load 5-7), two threads were ruinous for both: OpenBLAS took 22 ms for the MLP's
-# 128x784 @ 784x256 float32 matmul against 2.3 ms on one thread, and a torch epoch of this config took 68 s
-# against 1.4 s. On an idle machine two threads may be faster for both.
+# One thread a side, so the times compare the same work on one core. On a small CPU shared with other busy
+# processes, more threads make both sides many times slower; on an idle computer two may be faster for both.
 BLAS_THREADS = 1
 
 
@@ -39,10 +37,12 @@ def check_supported(config):
     if config["task"] == "sentiment":
         raise UserError("explore scratch: task 'sentiment' is not supported by byhand.layers; use fashion or cifar10")
     if config["optimizer"] not in ("sgd", "momentum"):
-        raise UserError(f"explore scratch: optimizer = '{config['optimizer']}': byhand.layers has sgd and momentum only")
+        raise UserError(f"explore scratch: optimizer = '{config['optimizer']}': byhand.layers has sgd and "
+                        f"momentum only")
     for key, value in UNSUPPORTED.items():
         if config[key] != value:
-            raise UserError(f"explore scratch: {key} = {config[key]!r} has no byhand.layers counterpart (use {value!r})")
+            raise UserError(f"explore scratch: {key} = {config[key]!r} has no byhand.layers counterpart "
+                            f"(use {value!r})")
     if config["activation"].lower() not in ACTIVATIONS:
         raise UserError(f"explore scratch: activation = '{config['activation']}': byhand.layers has "
                         f"{', '.join(ACTIVATIONS)}")
@@ -50,7 +50,7 @@ def check_supported(config):
 
 def load_arrays(config, data_dir):
     """{'train', 'dev', 'test'}: (float32 [N, features], labels or None), split and normalized exactly as
-    experiment.load_vision does: the same dev_split and max_train subset, the training part's per-channel
+    toolkit.run.load_vision does: the same dev_split and max_train subset, the training part's per-channel
     statistics."""
     from toolkit.run import channel_stats
     raw = load_images(config["task"], data_dir)
@@ -147,7 +147,7 @@ def train_numpy(config, data_dir, out_dir):
 
 
 def numpy_or_skip(config, data_dir, out_dir, force):
-    """Like explore.run_or_skip: a finished run with the same config is not trained again unless force."""
+    """Like toolkit.sweeps.run_or_skip: a finished run with the same config is not trained again unless force."""
     path = out_dir / "metrics.json"
     if not force and path.is_file():
         metrics = json.loads(path.read_text())

@@ -1,4 +1,4 @@
-"""Small generated data sets, so the suite never needs ../shared or the network."""
+"""Small generated data sets, so the suite never needs a real DATA_DIR or the network."""
 import gzip
 import json
 import random
@@ -49,7 +49,7 @@ def imdb_dir(tmp_path):
 
 
 def image_folder(root, name, x, y, test_x):
-    """root/data/<name>/ laid out like ../shared/data: train.npz (x, y) and test_images.npz (x only)."""
+    """root/data/<name>/ laid out like a real DATA_DIR: train.npz (x, y) and test_images.npz (x only)."""
     folder = root / "data" / name
     folder.mkdir(parents=True)
     np.savez(folder / "train.npz", x=x, y=y.astype(np.uint8))

@@ -101,7 +101,8 @@ def test_the_checkpoint_is_chosen_without_the_shifted_views_and_its_dev_and_test
     model, _ = load_checkpoint(tmp_path / "cnn")
     data = load_task(config, cifar_dir, torch.device("cpu"))
     flips_only = evaluate(model, *data["dev"], {**config, "tta_shift": 0})[1]
-    assert [h["dev_acc"] for h in metrics["history"]][metrics["best_epoch"] - 1] == metrics["best_dev_acc"] == flips_only
+    assert [h["dev_acc"] for h in metrics["history"]][metrics["best_epoch"] - 1] == metrics["best_dev_acc"] \
+        == flips_only
     assert metrics["final_dev_acc"] == evaluate(model, *data["dev"], config)[1]
     test_preds = evaluate(model, data["test"][0], None, config)[2]
     rows = (tmp_path / "cnn/submission.csv").read_text().split()[1:]

@@ -109,11 +109,11 @@ def test_quick_bench_on_a_cpu_without_native_bf16_skips_bf16_and_says_so(imdb_di
 
 def test_the_bench_warns_when_the_avx2_emulation_leaves_mkl_unlimited():
     from toolkit.bench import cpu_limits
-    issue_15s = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "PATH": "/bin"}
-    limits, warning = cpu_limits(issue_15s)
+    avx2_only = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "PATH": "/bin"}
+    limits, warning = cpu_limits(avx2_only)
     assert limits == {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
     assert warning.startswith("MKL_ENABLE_INSTRUCTIONS is not set")
-    assert cpu_limits({**issue_15s, "MKL_ENABLE_INSTRUCTIONS": "AVX2"})[1] is None
+    assert cpu_limits({**avx2_only, "MKL_ENABLE_INSTRUCTIONS": "AVX2"})[1] is None
     assert cpu_limits({"PATH": "/bin"}) == ({}, None)  # a CPU as it is
 
 

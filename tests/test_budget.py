@@ -1,6 +1,6 @@
 """A time budget: the run plans its epochs from its own measured speed, sizes the schedule to them, records
 the plan, and --resume keeps it. The measured speed is patched in, and the loading time left out of the
-plans, so no test depends on this machine."""
+plans, so no test depends on the computer running it."""
 import os
 import signal
 import time
@@ -20,7 +20,7 @@ def tiny(**changes):
 
 
 def machine(monkeypatch, step_s, eval_s=1.0, epoch_step_s=None):
-    """Pretend a training step takes step_s seconds and a dev evaluation eval_s on this machine, as the
+    """Pretend a training step takes step_s seconds and a dev evaluation eval_s, as the
     budget's first measurement sees it, and that the epochs then train at epoch_step_s (default step_s): the
     re-plan after each epoch sees those epochs' pretend speed and the pretend time they took."""
     monkeypatch.setattr(budget, "measure_step", lambda *a, **k: step_s)

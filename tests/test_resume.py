@@ -108,7 +108,8 @@ def test_resume_without_a_checkpoint_is_a_one_line_error(imdb_dir, tmp_path, cap
     assert "nothing to resume" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("content, message", [(b"truncated", "not a readable training checkpoint"), (None, "different config")])
+@pytest.mark.parametrize("content, message", [(b"truncated", "not a readable training checkpoint"),
+                                              (None, "different config")])
 def test_resume_refuses_a_broken_checkpoint_or_one_from_another_config(imdb_dir, tmp_path, monkeypatch, capsys,
                                                                        content, message):
     (tmp_path / "tiny.toml").write_text("\n".join(tiny()) + "\n")

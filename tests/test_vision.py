@@ -91,9 +91,11 @@ def test_a_damaged_file_gets_the_same_error_with_or_without_the_prefetch(fashion
 @pytest.mark.parametrize("arrays, message", [
     ({"y": np.zeros(4, np.uint8)}, "train.npz: missing key 'x'"),
     ({"x": np.zeros((4, 28, 28), np.uint8)}, "train.npz: missing key 'y'"),
-    ({"x": np.zeros((4, 28, 27), np.uint8), "y": np.zeros(4, np.uint8)}, r"train.npz: 'x' must have shape \[N, 28, 28\]"),
+    ({"x": np.zeros((4, 28, 27), np.uint8), "y": np.zeros(4, np.uint8)},
+     r"train.npz: 'x' must have shape \[N, 28, 28\]"),
     ({"x": np.zeros((4, 28, 28), np.float32), "y": np.zeros(4, np.uint8)}, "train.npz: 'x' must be uint8"),
-    ({"x": np.zeros((4, 28, 28), np.uint8), "y": np.array([0, 1, 2, 10])}, "train.npz: 'y' labels must be integers 0..9"),
+    ({"x": np.zeros((4, 28, 28), np.uint8), "y": np.array([0, 1, 2, 10])},
+     "train.npz: 'y' labels must be integers 0..9"),
     ({"x": np.zeros((4, 28, 28), np.uint8), "y": np.zeros(3, np.uint8)}, "train.npz: 'y' must be one label per image"),
     ({"x": np.zeros((0, 28, 28), np.uint8), "y": np.zeros(0, np.uint8)}, "train.npz: 'x' holds no images"),
 ])
@@ -243,7 +245,8 @@ def test_a_run_trained_on_a_gpu_predicts_and_plots_on_a_machine_without_one(fash
     checkpoint["config"]["device"] = "cuda"  # as a Colab run with configs/cifar10_cnn_gpu.toml saves it
     torch.save(checkpoint, model_pt)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert main(["predict", str(tmp_path / "fashion"), "--images", str(fashion_dir / "fashion_mnist" / "test_images.npz"),
+    assert main(["predict", str(tmp_path / "fashion"),
+                 "--images", str(fashion_dir / "fashion_mnist" / "test_images.npz"),
                  "--out", str(tmp_path / "again.csv")]) == 0
     assert (tmp_path / "again.csv").read_text() == (tmp_path / "fashion" / "submission.csv").read_text()
     assert main(["plot", str(tmp_path / "fashion"), "--data-dir", str(fashion_dir)]) == 0
@@ -400,7 +403,7 @@ def test_a_labelled_test_split_gets_its_accuracy_and_still_a_submission(fashion_
 
 
 def test_the_closing_line_gives_the_training_time_and_the_loading_time_apart(fashion_dir, tmp_path, capsys):
-    # the run's "seconds" count training and testing only; a bare "1s" read as the whole run's time
+    # the run's "seconds" count training and testing only, so the line names the loading time apart
     assert main(["run", str(ROOT / "configs/fashion_mlp.toml"), "--data-dir", str(fashion_dir), "--out", str(tmp_path),
                  "--set", "epochs=1", "--set", "dev_size=50", "--set", "plots=false"]) == 0
     assert re.search(r"test acc withheld \(see submission.csv\), \d+s training after \d+s loading; results in",

@@ -8,9 +8,9 @@ def batch_augment(x, gen, translate=2, flip=0.5, size=None, mirrored=None, pad="
     and random translation by up to `translate` pixels of a [N, C, H, W] batch of square images.
 
     The translation crops a padded copy: pad "zeros" (the mean pixel after normalization) or "reflect" (the
-    image mirrored at its edges, as airbench pads). size: the side of
-    that crop, default the image's (tools/resize_epochs.py trains on smaller ones). `gen` (a
-    torch.Generator on x's device) makes it reproducible."""
+    image mirrored at its edges, as airbench pads). size: the side of that crop, default the image's
+    (tools/resize_epochs.py trains on smaller ones). `gen` (a torch.Generator on x's device) makes it
+    reproducible."""
     n, c, h, w = x.shape
     size = size or h
     if mirrored is None:
@@ -31,9 +31,9 @@ def alternating_flips(n, seed):
     """airbench's alternating flip: mirrored(idx, epoch) marks a fixed random half of the n training images
     in odd epochs and the other half in even ones, so every image is seen both ways in each two epochs.
     airbench's reason: random flips show a quarter of the images unmirrored in both epochs of a pair, and a
-    quarter mirrored in both, so alternation is more distinct images for the same steps. On the CIFAR-10
-    config here it measured 0.6 points worse than random flips (hw3.md), so it is off by default. idx and
-    epoch alone decide it, so a resumed run or another rank marks the same images."""
+    quarter mirrored in both, so alternation is more distinct images for the same steps. On the toolkit's
+    CIFAR-10 config it scored worse than random flips (hw3.md), so it is off by default. idx and epoch alone
+    decide it, so a resumed run or another rank marks the same images."""
     base = torch.rand(n, generator=torch.Generator().manual_seed(seed)) < 0.5
 
     def mirrored(idx, epoch):

@@ -3,13 +3,13 @@
 1. Fashion-MNIST MLP, same layers and epochs, three seeds each: the toolkit's loop with its short-run recipe
    (fp32 and bf16) and with the textbook recipe; the textbook loop (DataLoader over a TensorDataset, batch
    64, loss.item() and accuracy(...).tolist() every batch, as the homework skeleton); scikit-learn's
-   MLPClassifier. Speed-ups against the issue's targets are computed, not eyeballed.
+   MLPClassifier. Speed-ups against the targets (see `speedups`) are computed, not eyeballed.
    The same three again as whole processes, start to finish as a user times them (Python start-up, imports,
-   loading and files included): `main.py run configs/fashion_mlp.toml` with issue 15's 784-256-128-10 MLP and
-   10 epochs, against toolkit/peers.py's textbook loop and MLPClassifier, the three in turn, three times.
+   loading and files included): `main.py run configs/fashion_mlp.toml` with a 784-256-128-10 MLP and 10
+   epochs, against toolkit/peers.py's textbook loop and MLPClassifier, the three in turn, three times.
 2. Sentiment: TF-IDF featurization cold and cached, and training samples per second.
 3. CIFAR-10 CNN: training images per second and achieved GFLOP/s (FLOPs from FlopCounterMode), beside
-   this machine's fp32 matmul GFLOP/s measured just before each row.
+   the CPU's fp32 matmul GFLOP/s measured just before each row.
 """
 import contextlib
 import json
@@ -35,7 +35,7 @@ from toolkit.steps import amp_dtype, make_optimizer, take, train_step
 # Fashion-MNIST: the same network for every system (784-512-256-10, ReLU, Adam, no regularization), and
 # two recipes. The toolkit's is its choice for short runs: batches of 512 with lr 2e-3 (per step) decayed
 # to 0 on a cosine. The textbook one is the homework skeleton's: batches of 64, a constant lr 1e-3.
-# A 5,000-image dev split puts ~0.4 points of noise on one run's accuracy, so every system runs SEEDS times.
+# A 5,000-image dev split leaves one run's accuracy noisy, so every system runs SEEDS times.
 MLP_SETTINGS = ["hidden_dims=[512, 256]", "activation='relu'", "optimizer='adam'", "dropout=0.0", "augment=false",
                 "label_smoothing=0.0", "weight_decay=0.0", "amp=false", "name='bench_fashion'"]
 TOOLKIT_RECIPE = ["batch_size=512", "lr=2e-3", "scheduler='cosine'"]
@@ -44,7 +44,7 @@ SEEDS = (0, 1, 2)
 
 
 def matmul_gflops(dtype=torch.float32, sizes=(2048, 3072, 4096), seconds=2.0):
-    """Warm square matmuls for about `seconds` per size; the best size is this machine's practical ceiling."""
+    """Warm square matmuls for about `seconds` per size; the best size's GFLOP/s is the CPU's practical ceiling."""
     best = 0.0
     for n in sizes:
         a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
@@ -107,7 +107,7 @@ def bench_fashion(data_dir, epochs, seeds, rows, sets):
 def whole_run(args):
     """Wall seconds of `python ARGS` from the repository root, start to finish."""
     # as from a shell: without the huge pages this process turned on for its sentiment row (system.set_allocator),
-    # which each command chooses for itself and which cost a Fashion-MNIST run 0.2 s
+    # which each command chooses for itself and which slow a short Fashion-MNIST run
     env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
     start = time.perf_counter()
     done = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, env=env)
@@ -119,10 +119,9 @@ def whole_run(args):
 
 
 def bench_fashion_whole(data_dir, epochs, rows, sets, rounds=3):
-    """Issue 15's whole-process comparison: the three processes in turn, `rounds` times, so that a slow
-    spell of this shared machine hits every system alike (single runs of the textbook loop read 47 s and
-    64 s in two benches an hour apart); median seconds, and the dev accuracy of the last epoch (seeded: the
-    same every round, up to float rounding), as in the in-process rows."""
+    """The whole-process comparison: the three processes in turn, `rounds` times, so that a slow spell of a
+    shared computer hits every system alike; median seconds, and the dev accuracy of the last epoch (seeded:
+    the same every round, up to float rounding), as in the in-process rows."""
     where = ["--data-dir", str(resolve_data_dir(data_dir))]
     dev = next((s.split("=")[1] for s in sets if s.startswith("dev_size=")), "5000")
     toolkit = lambda out: ["main.py", "run", "configs/fashion_mlp.toml", "--set", "hidden_dims=[256, 128]", "--set",
@@ -219,10 +218,9 @@ def profile_matmuls(config, data, steps=20):
     return {"matmul_share": mm / sum(times.values()), "matmul_gflops": mm_flops * steps / (mm / 1e6) / 1e9}
 
 
-# The variables that make this CPU act as an older one. The first two are issue 15's AVX2 emulation; they limit
-# oneDNN (convolutions) and ATen's own kernels, but not MKL, which does torch's fp32 matrix multiplies: on the
-# AVX-512 Xeon of 2026-12-03 its matmul ran at 280 GFLOP/s under them and 166-175 with MKL_ENABLE_INSTRUCTIONS=AVX2
-# too. OPENBLAS_CORETYPE does the same for numpy's OpenBLAS (scikit-learn's matmuls).
+# The variables that make this CPU act as an older one. The first two (say AVX2) limit oneDNN (convolutions) and
+# ATen's own kernels, but not MKL, which does torch's fp32 matrix multiplies: without MKL_ENABLE_INSTRUCTIONS too,
+# those still use the full CPU. OPENBLAS_CORETYPE does the same for numpy's OpenBLAS (scikit-learn's matmuls).
 CPU_LIMITS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "OPENBLAS_CORETYPE")
 
 
@@ -239,18 +237,16 @@ def cpu_limits(env):
 
 def native_bf16():
     """Whether this CPU runs bf16 natively (avx512_bf16 or AMX): elsewhere it is emulated, many times slower
-    than fp32, and the bench leaves it out (issue 15: on an AVX2 CPU it was still timing a bf16 matmul after
-    16 minutes)."""
+    than fp32, and the bench leaves it out (timing it would take far too long)."""
     return amp_dtype(torch.device("cpu"), True) is not None
 
 
 def bench_cnn(data_dir, steps, rows, ceiling, sets):
     """Training images/s and GFLOP/s of the config's CNN, in fp32 (and bf16 where native), each against the
-    fp32 matmul ceiling ceiling() measures just before it, not the one from the bench's start ten minutes
-    earlier: this VM's speed moves within minutes (one bench measured its MLP's matmuls at 110% of that
-    start-of-bench ceiling, a few minutes after it)."""
-        # as main.py does for a CIFAR-10 run (1.1x these steps here); last in the bench, as it lasts for the process.
-    # The bench's huge pages (system.set_allocator, for the sentiment row) stay on: a run's steps are still ~1.1x faster
+    fp32 matmul ceiling ceiling() measures just before it, not the one from the bench's start: a shared
+    computer's speed moves within minutes."""
+    # Keep freed memory, as main.py does for a CIFAR-10 run: steps are faster with it, even beside the huge pages
+    # the sentiment row turned on (system.set_allocator), which stay on. Last in the bench: it lasts for the process.
     keep_freed_memory()
     config = load_config(ROOT / "configs" / "cifar10_cnn.toml", sets)
     data = load_task(config, data_dir, torch.device("cpu"))
@@ -286,7 +282,7 @@ def repeated_row(task, system, epochs, results, samples=None):
 
 def speedups(rows):
     """Each toolkit row against the textbook loop and scikit-learn, at equal or better mean accuracy: in one
-    process (samples/s; issue 4's targets 3x and 2x) and as whole processes (seconds; issue 15's 2.5x and 2x)."""
+    process (samples/s; targets 3x and 2x) and as whole processes (seconds; targets 2.5x and 2x)."""
     found = []
     for task, toolkit, targets in (("fashion_mlp", "toolkit (", (3.0, 2.0)), ("fashion_whole", "toolkit:", (2.5, 2.0))):
         mine = [r for r in rows if r["task"] == task]
@@ -331,9 +327,9 @@ def markdown(result):
                      f"better accuracy: {'met' if c['met'] else 'missed'}")
     for precision, p in result["fashion_profile"].items():
         ceiling = result["matmul_gflops" if precision == "fp32" else "matmul_bf16_gflops"]
-        lines.append(f"- toolkit MLP step, {precision} (torch.profiler): matrix multiplies take {p['matmul_share']:.0%} "
-                     f"of the time and run at {p['matmul_gflops']:.0f} GFLOP/s, {p['matmul_gflops'] / ceiling:.0%} "
-                     f"of the {precision} matmul ceiling")
+        lines.append(f"- toolkit MLP step, {precision} (torch.profiler): matrix multiplies take "
+                     f"{p['matmul_share']:.0%} of the time and run at {p['matmul_gflops']:.0f} GFLOP/s, "
+                     f"{p['matmul_gflops'] / ceiling:.0%} of the {precision} matmul ceiling")
     return "\n".join(lines) + "\n"
 
 

@@ -1,4 +1,4 @@
-"""A time budget (config `budget_minutes`): the run measures its own speed on this machine, then plans how
+"""A time budget (config `budget_minutes`): the run measures its own speed on your computer, then plans how
 many training steps fit, so that the whole run, evaluation and files included, ends within the budget.
 
 The first plan is made before the first epoch, from
@@ -8,10 +8,10 @@ The first plan is made before the first epoch, from
   eval_s    seconds to evaluate dev once: a few batches, scaled to the whole split;
   spent_s   what the run already took (loading, featurizing, this measurement);
 and leaves a margin for what it cannot time ahead: the test predictions and plots at the end, checkpoint
-writes, a busier machine. After each epoch `replan` sizes the rest again from the mean speed of the epochs so far. The
-learning-rate schedules (cosine, one-cycle) are functions of progress through the planned steps, so they
-complete at whatever length the last plan set. The plan goes into last.pt, so --resume keeps it, and into
-metrics.json.
+writes, a busier computer. After each epoch `replan` sizes the rest again from the mean speed of the epochs
+so far. The learning-rate schedules (cosine, one-cycle) are functions of progress through the planned steps,
+so they complete at whatever length the last plan set. The plan goes into last.pt, so --resume keeps it, and
+into metrics.json.
 """
 import copy
 import math
@@ -71,9 +71,8 @@ def measure_eval(model, data, config, batches=2, batch_size=2048):
 def steps_that_fit(seconds, step_s, eval_s, steps_per_epoch, epochs, trained_epochs=0):
     """The most training steps, from an epoch boundary after `trained_epochs` epochs and in at most `epochs`
     more, that fit in `seconds` beside a dev evaluation after each epoch begun; 0 when not one step fits. An
-    epoch after the run's first is begun only if its steps take at least as long as its evaluation: a
-    12-minute run re-planned one step of a 6th epoch, whose 13 s evaluation then repeated the 5th epoch's
-    dev accuracy."""
+    epoch after the run's first is begun only if its steps take at least as long as its evaluation: a few
+    steps more would not change the dev accuracy the evaluation measures."""
     steps = 0
     for e in range(1, epochs + 1):
         fit = int((seconds - e * eval_s) // step_s)
@@ -88,8 +87,8 @@ def plan(model, data, config, started, augment=None):
     """{"budget_minutes", "samples_per_s", "step_s", "eval_s", "final_evals", "epochs", "planned_steps",
     "replanned_steps", "fits": false when not one step fitted and the plan takes one anyway}
     for a run that began at time.perf_counter() == started. The plan counts steps, not whole epochs: the last
-    epoch may stop part way (whole epochs left a quarter of a 12-minute budget unused when one epoch took 4
-    minutes), and each epoch, the last included, ends with a dev evaluation. At least one step, at most
+    epoch may stop part way (whole epochs leave much of a budget unused when an epoch is long), and each
+    epoch, the last included, ends with a dev evaluation. At least one step, at most
     config["epochs"] epochs. Under torchrun every rank measures and the slowest rank's figures make the one
     plan (the all-reduce of gradients is not timed)."""
     step_s, eval_s, spent = ranks.max_all([measure_step(model, data, config, augment),
@@ -106,7 +105,7 @@ def plan(model, data, config, started, augment=None):
 
 def mean_speed(history):
     """(seconds per training step, seconds per dev evaluation) over the epochs of history: the mean rather
-    than the last epoch's, because this machine's epochs swung from 30 s to 46 s and back within one run."""
+    than the last epoch's, because on a shared computer one epoch's speed can swing far within a run."""
     train_s = sum(h["seconds"] - h["eval_seconds"] for h in history)
     return train_s / sum(h["steps"] for h in history), sum(h["eval_seconds"] for h in history) / len(history)
 
@@ -114,11 +113,10 @@ def mean_speed(history):
 def replan(state, config, elapsed, step_s, eval_s):
     """After a whole epoch, `elapsed` seconds into the run whose epochs trained at step_s seconds a step and
     evaluated dev in eval_s: size the rest of the run again from that speed, towards the same end as the
-    first plan. The first plan times a few steps, and this machine's speed moved by 40% between those and
-    the epochs after them (a plan for 8 epochs of which 6 fitted); the schedule and lookahead read
-    state.total_steps, so they stretch or shrink from where they are. The new total goes into
-    state.plan["replanned_steps"] (and so into last.pt and metrics.json); a total equal to the steps done
-    ends the run. Nothing to do once the planned steps are done."""
+    first plan. The first plan times only a few steps, and a computer's speed can change between those and
+    the epochs after them; the schedule and lookahead read state.total_steps, so they stretch or shrink from
+    where they are. The new total goes into state.plan["replanned_steps"] (and so into last.pt and
+    metrics.json); a total equal to the steps done ends the run. Nothing to do once the planned steps are done."""
     done = (state.epoch - 1) * state.steps_per_epoch  # called between epochs: all of them whole
     if done >= state.total_steps:
         return

@@ -1,6 +1,6 @@
 """Data: IMDB reviews, Fashion-MNIST and CIFAR-10, from a local folder or downloaded the standard way.
 
-Local folders (as in ../shared/data) are tried first, so an offline machine never waits on the network:
+Local folders (DIR is --data-dir or $DATA_DIR) are tried first, so an offline computer never waits on the network:
   DIR/imdb/train.jsonl[.gz] + test.jsonl[.gz] or test_texts.jsonl[.gz]   {"text", "label"} per line
   DIR/fashion_mnist/ or DIR/cifar10/: train.npz (x, y) + test.npz (x, y) or test_images.npz (x)
 Otherwise the official archives are downloaded into DIR. Every problem with the files is a UserError that
@@ -47,8 +47,8 @@ def dev_split(labels, dev_size, seed=SPLIT_SEED, block=1):
     drawn at random (the last block taken is cut to size); block 1 is a random stratified split. IMDB lists
     a movie's reviews next to each other and its official test set holds other movies: a random dev split
     rewards remembering titles and actors, a block split does not (see hw3.md for how far it can be
-    trusted). Plain numpy rather than scikit-learn's train_test_split: importing scikit-learn took 1.2 s,
-    a tenth of a whole 10-epoch Fashion-MNIST run (issue 15)."""
+    trusted). Plain numpy rather than scikit-learn's train_test_split, whose import is slow beside a short
+    run."""
     if dev_size >= len(labels):
         raise UserError(f"dev_size = {dev_size} must be smaller than the {len(labels)} training examples")
     idx = np.arange(len(labels))
@@ -194,8 +194,8 @@ NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.forma
 
 def prefetch_images(task, data_dir):
     """Read a local image folder's .npz files in a thread, for read_npz to take: main.py starts it before
-    importing torch, whose 1.2 s of import is Python holding the GIL, while zlib inflates without it. A task
-    without image files (sentiment) starts nothing."""
+    importing torch, whose import is Python holding the GIL, while zlib inflates without it. A task without
+    image files (sentiment) starts nothing."""
     if task not in IMAGE_FOLDERS:
         return
     local = resolve_data_dir(data_dir) / IMAGE_FOLDERS[task]
@@ -213,11 +213,9 @@ def stamp(path):
 
 def inflate_npz(path):
     """(stamp, {key: array}) of an .npz file, each member inflated by one read straight into its array, so the
-    thread needs the GIL a few times per file. np.load reads 256 KB at a time and waits for the GIL after
-    each: in a thread beside torch's import it was done 1.59-1.70 s from start, later than reading after the
-    import (1.45-1.49 s), where one read per member was done with the import (1.29-1.40 s; Fashion-MNIST's
-    train.npz, issue 15). (stamp, None) leaves to np.load what it alone should judge: other .npy versions,
-    object arrays, Fortran order, a short member."""
+    thread needs the GIL a few times per file (np.load reads in small pieces and waits for the GIL after each,
+    which beside torch's import is slower than no thread at all). (stamp, None) leaves to np.load what it
+    alone should judge: other .npy versions, object arrays, Fortran order, a short member."""
     before, arrays = stamp(path), {}
     with zipfile.ZipFile(path) as z:
         for name in z.namelist():

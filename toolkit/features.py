@@ -7,9 +7,9 @@ Two kinds (config `features`):
          negative training reviews plus 1 (Wang & Manning 2012, "NBSVM"): one multiply tells a linear
          layer which n-grams carry sentiment before it learns anything
 The vectorizer and the ratios are fitted on the training part only, so dev and test scores are honest.
-Fitting uni+trigrams on 20,000 reviews and transforming 30,000 more takes about a minute on one core; the
-cache, keyed by a hash of the texts, the split and the featurizer settings, holds the vectorized matrices
-(the nb ratios, a second's work, are recomputed from the training labels), so later runs start in seconds.
+Fitting uni+trigrams on 20,000 reviews and transforming 30,000 more is slow; the cache, keyed by a hash of
+the texts, the split and the featurizer settings, holds the vectorized matrices (the nb ratios, quick to
+compute, are recomputed from the training labels), so later runs start in seconds.
 """
 import hashlib
 import json

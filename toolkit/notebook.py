@@ -8,10 +8,8 @@ import sys
 from pathlib import Path
 
 # NOTEBOOK_SMOKE=1: every part on 400 training and 100 dev examples for one epoch, to check that the
-# notebook runs top to bottom. Test sets stay whole, so each submission.csv has one row per test example:
-# featurizing IMDB (400 reviews fitted, 25,000 test reviews transformed) took 11 s at load 8 on 2 cores,
-# acceptable, but predicting CIFAR-10's 10,000 test images with test-time flips took 38 s of CPU (91 s
-# wall at load 7), half the whole smoke run's CPU time, hence no flips in smoke mode.
+# notebook runs top to bottom. Test sets stay whole, so each submission.csv has one row per test example;
+# predicting CIFAR-10's test images with test-time flips would be much of a smoke run's time, hence no flips.
 SMOKE_SETTINGS = {"epochs": 1, "max_train": 400, "dev_size": 100, "tta_flip": False}
 
 

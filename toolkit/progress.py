@@ -3,9 +3,8 @@
 - Jupyter or Colab with ipywidgets: tqdm.auto's widget, redrawn in place; nothing piles up in the output.
 - A terminal: tqdm's text bar, redrawn in place with carriage returns.
 - Anything else (a log file, CI, a pipe, a notebook kernel without ipywidgets, where tqdm would fall back to
-  text): no bar; the loop's own line per epoch is the progress report. `main.py run
-  configs/fashion_mlp.toml --set epochs=3 > log 2>&1` wrote 601 bar refreshes (53,364 bytes) into the log
-  with a text bar (refreshes follow time, so a slower machine writes more), and 4 lines (393 bytes) without.
+  text): no bar; the loop's own line per epoch is the progress report. A text bar in a log file would pile
+  up hundreds of refreshes (they follow time, so a slower computer writes more) where a few lines say it all.
 """
 import importlib.util
 import sys

@@ -1,7 +1,7 @@
 """Data-parallel runs under torchrun: the few places where ranks differ from one process.
 
 torchrun sets RANK, LOCAL_RANK and WORLD_SIZE (and where to meet); with one process, or without torchrun,
-every function here is a no-op and the loop runs exactly as it always did. As in torchvision's
+every function here is a no-op and the loop runs as one plain process. As in torchvision's
 references/classification/utils.py, the loop calls these at a few marked points: `setup` once, `wrap` on
 the model, `shard` on every batch of indices, `sum_all`/`max_all`/`cat_all`/`gather` on the numbers the
 ranks must agree on, and `is_main` before writing a file (only rank 0 writes).
@@ -18,8 +18,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 # A collective waiting longer than this for another rank fails instead of hanging. A rank killed outright
 # is noticed at once (its sockets close, and torchrun stops the others); the timeout is for a rank that
-# hangs. Everything a rank does alone between two collectives (rank 0 writing last.pt and model.pt) must
-# take less: writing a 1.2 GB state (the sentiment model's size) with torch.save and sync took 1.8-4.4 s here.
+# hangs. Everything a rank does alone between two collectives (rank 0 writing last.pt and model.pt, over a
+# gigabyte for the sentiment model) must take less.
 TIMEOUT = datetime.timedelta(seconds=60)
 _device = torch.device("cpu")  # where the small tensors of max_all live (NCCL needs them on the GPU)
 
@@ -44,7 +44,7 @@ def teardown():
     """Free the process group while the interpreter is whole (setup's early import lets it go). A gloo group
     left to the interpreter's exit is destroyed during finalization, where its worker threads, still releasing
     a finished collective's tensors, cannot take the GIL: "terminate called without an active exception" and
-    SIGABRT on one rank, about one stop in ten here (pytorch/pytorch#190489)."""
+    SIGABRT on one rank, now and then (pytorch/pytorch#190489)."""
     if dist.is_initialized():
         dist.destroy_process_group()
 
@@ -103,7 +103,7 @@ def sum_all(t):
 
 
 def max_all(values):
-    """The element-wise maximum of a few numbers over ranks: one small all_reduce (0.35-1 ms under gloo here)."""
+    """The element-wise maximum of a few numbers over ranks: one small all_reduce."""
     if world_size() == 1:
         return values
     t = torch.tensor(values, dtype=torch.float64, device=comm_device())

@@ -2,7 +2,7 @@
 
 Importable for notebooks and Colab:
     from toolkit.sweeps import explore_mlp_structures
-    explore_mlp_structures(data_dir="../shared/data", out="runs")
+    explore_mlp_structures(data_dir="path/to/data", out="runs")
 """
 import csv
 import json
@@ -63,8 +63,8 @@ def run_or_skip(config, data_dir, sweep_dir, force=False):
 
 
 def refit_done(metrics):
-    """False for a run whose refit (config refit = true) was stopped or failed: metrics.json already held the
-    dev-selected run, and last.pt was gone, so a re-run would have skipped it with the refit never made."""
+    """False for a run whose refit (config refit = true) was stopped or failed: its metrics.json holds the
+    dev-selected run and its last.pt is gone, so without this check a re-run would skip it, the refit never made."""
     return not metrics["config"].get("refit") or metrics["best_epoch"] is None or "refit" in metrics
 
 

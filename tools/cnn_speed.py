@@ -15,11 +15,11 @@ from toolkit.config import load_config
 from toolkit.steps import amp_dtype
 
 # Each variant names its widths: make_step builds config["widths"] in either precision (a run would train
-# amp_widths where autocast runs), so a variant without them timed whatever the config's widths were.
+# amp_widths where autocast runs), so a variant without them would time whatever widths the config has.
 VARIANTS = {"the config's fp32 net (whitening stem, [24, 32, 64, 256])": ["widths=[24, 32, 64, 256]"],
             "the same with a 3x3 stem of 24 channels": ["widths=[24, 32, 64, 256]", "whiten=false"],
-            "narrow [24, 32, 64, 128] (the fp32 net until 2026-12-03)": ["widths=[24, 32, 64, 128]"],
-            "wide [24, 64, 128, 256] (the config before that)": ["widths=[24, 64, 128, 256]"],
+            "narrow [24, 32, 64, 128] (hw3.md's ablation net)": ["widths=[24, 32, 64, 128]"],
+            "wide [24, 64, 128, 256]": ["widths=[24, 64, 128, 256]"],
             "the wide net with a 3x3 stem of 24 channels": ["widths=[24, 64, 128, 256]", "whiten=false"],
             "airbench94's widths [24, 64, 256, 256] (the config's bf16 net)": ["widths=[24, 64, 256, 256]"]}
 

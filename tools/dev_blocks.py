@@ -7,7 +7,7 @@ reviews of each class, and two scikit-learn models are fitted on the rest: TF-ID
 LogisticRegression(C=16), and NB-weighted binary uni-trigrams (features.py's "nb") with C=0.1. Each
 vectorizer is fitted once on all 25,000 training texts, a small leak of vocabulary that the product does
 not have, so that a row costs seconds. Compare the means with the withheld-test scores in hw3.md. The
-defaults took 6-7 minutes here on 2 cores shared with other jobs (not timed exactly).
+defaults take several minutes on a laptop.
 """
 import argparse
 

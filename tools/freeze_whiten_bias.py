@@ -1,7 +1,7 @@
 """airbench's frozen whitening bias, hw3.md's experiment: `main.py run` with the whitening stem's bias trained
-for the first EPOCHS epochs and then fixed. Not in the toolkit: on three seeds it moved dev accuracy by +0.1
-point, within noise (hw3.md, Part 3), and under torchrun DDP expects a gradient for every parameter it was
-built with (cnn.py trains the bias throughout for that reason).
+for the first EPOCHS epochs and then fixed. Not in the toolkit: over three seeds its effect on dev accuracy
+was within noise (hw3.md, Part 3), and under torchrun DDP expects a gradient for every parameter it was built
+with (cnn.py trains the bias throughout for that reason).
 
     python -m tools.freeze_whiten_bias EPOCHS run configs/cifar10_cnn.toml [main.py's options]
 """
