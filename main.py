@@ -157,9 +157,7 @@ def dispatch(args):
     # commands import what they need here, so `--help` and argument errors answer without loading torch
     if args.command == "plot" and (Path(args.sweep_dir) / "metrics.json").is_file():
         from toolkit.run import redraw_run
-        from toolkit.files import hold
-        with hold(args.sweep_dir):  # not while a run writes the same files
-            redraw_run(args.sweep_dir, args.data_dir)
+        redraw_run(args.sweep_dir, args.data_dir)  # holds the folder, as a run does
         return
     if args.command == "plot" and not Path(args.sweep_dir).is_dir():
         raise UserError(f"{args.sweep_dir}: no such folder (plot takes a run's or a sweep's folder)")

@@ -7,6 +7,7 @@ Both are written to a temporary file and renamed, so a kill -9 leaves the previo
 """
 import hashlib
 import json
+import pickle
 import random
 import signal
 from contextlib import contextmanager
@@ -47,7 +48,11 @@ def stop_requests():
 
 
 def rng_states(gen):
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+    """Every RNG's state as tensors and plain values, which torch.load(weights_only=True) reads back."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    numpy_state = {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+                   "gauss": float(gauss)}
+    state = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate(),
              "gen": gen.get_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -59,7 +64,8 @@ def set_rng_states(state, gen):
     (a GPU run resumed on a CPU: 16 bytes of Philox state where a CPU generator takes 5,056), which gen
     cannot take."""
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -108,14 +114,8 @@ def load_state(path, config):
     """last.pt of an interrupted run; its config must be this config (else resuming would mix two runs)."""
     if not path.is_file():
         raise UserError(f"{path}: nothing to resume (no checkpoint); run without --resume to start")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)  # our own file: it holds RNG tuples
-        saved = state["config"]
-    except (MemoryError, OSError):
-        raise  # a fault of the machine, not of the file
-    except Exception as e:
-        raise UserError(f"{path}: not a readable training checkpoint ({type(e).__name__}); delete it to start "
-                        f"over") from None
+    state = read_checkpoint(path)
+    saved = state["config"]
     changed = changed_keys(saved, config)
     if changed:
         raise UserError(f"{path}: saved with a different config ({listed(changed, saved, config)}); resume with "
@@ -142,7 +142,33 @@ def listed(changed, saved, config):
 
 def saved_config(path):
     """The config stored in last.pt, without reading its tensors (mmap: the file can be 1 GB)."""
-    return torch.load(path, map_location="cpu", weights_only=False, mmap=True)["config"]
+    return read_checkpoint(path, mmap=True)["config"]
+
+
+def read_checkpoint(path, mmap=False):
+    """last.pt's contents (safe_load), with a one-line UserError for a file that is not one."""
+    try:
+        state = safe_load(path, mmap=mmap)
+        if not isinstance(state, dict) or "config" not in state:
+            raise ValueError("no config")  # another program's file
+        return state
+    except (MemoryError, OSError, UserError):
+        raise  # a fault of the machine, or a file refused
+    except Exception as e:
+        raise UserError(f"{path}: not a readable training checkpoint ({type(e).__name__}); delete it to start "
+                        f"over") from None
+
+
+def safe_load(path, mmap=False, map_location="cpu"):
+    """torch.load of a file the toolkit wrote (last.pt, model.pt, model_refit.pt), with weights_only=True: its
+    tensors and plain values, never a call that a crafted or foreign file carries. Such a file is refused
+    with a UserError naming it; nothing is read from it and nothing else is touched."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError:
+        raise UserError(f"{path}: refused: it holds more than tensors and plain values (loading it could run code); "
+                        f"it is not a file this toolkit wrote, or one from an older version of it; move it away "
+                        f"to continue") from None
 
 
 def save_best(path, state, config, epoch, dev_acc, meta):

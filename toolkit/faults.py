@@ -98,8 +98,8 @@ def kept(run_dir):
 
 
 def load(path):
-    import torch
-    return torch.load(path, map_location="cpu", weights_only=False, mmap=True)  # mmap: last.pt can be 1 GB
+    from toolkit.checkpoint import safe_load  # torch: loaded only when a fault is reported
+    return safe_load(path, mmap=True)  # mmap: last.pt can be 1 GB
 
 
 def best_epoch(path):

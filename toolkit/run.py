@@ -11,7 +11,7 @@ import torch
 
 from toolkit import ranks
 from toolkit.augment import alternating_flips, batch_augment
-from toolkit.checkpoint import changed_keys, listed, saved_config
+from toolkit.checkpoint import changed_keys, listed, safe_load, saved_config
 from cnn import init_whitening, make_cnn
 from toolkit.config import SCALED_RECORD, UserError, describe_scaling
 from toolkit.data import CLASS_NAMES, cap_train, dev_split, load_images, load_imdb, read_npz, resolve_data_dir
@@ -209,6 +209,8 @@ def run_dir(out_root, config, resume, overwrite, fixed):
     (fixed) or --overwrite, else OUT/<name> or the first free OUT/<name>-2, -3, ..."""
     if resume:
         folder = Path(out_root) / config["name"] if fixed else resume_dir(out_root, config)
+        if (folder / "last.pt").is_file():
+            saved_config(folder / "last.pt")  # a crafted or foreign last.pt is refused before anything is touched
         with hold(folder):
             yield folder
     elif fixed:
@@ -312,9 +314,11 @@ def load_checkpoint(run_dir):
             raise UserError(f"{path}: no checkpoint; the run kept none ({Path(run_dir) / 'metrics.json'} says why)")
         raise UserError(f"{path}: no checkpoint (train with `main.py run` first)")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = safe_load(path)
         model = build_model(checkpoint["config"], checkpoint["meta"]["input_dim"])
         model.load_state_dict(checkpoint["model"])
+    except UserError:
+        raise
     except Exception as e:  # truncated file, another program's .pt, a mismatched state dict
         raise UserError(f"{path}: not a readable checkpoint of this toolkit ({type(e).__name__})") from None
     return model.eval(), checkpoint
@@ -355,15 +359,19 @@ def redraw_run(run_dir, data_dir=None):
     from toolkit.plots import plot_run
     run_dir = Path(run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    plot_run(metrics["history"], run_dir, metrics["name"])
-    model, checkpoint = load_checkpoint(run_dir)
-    config = checkpoint["config"]
-    device = saved_run_device(config)
-    try:
-        data = load_task(config, data_dir, device)
-    except UserError as e:  # most often a missing --data-dir, which the run itself had
-        raise UserError(f"{run_dir}: curves redrawn, but the confusion matrix and image grid need the run's data "
-                        f"(--data-dir): {e}") from None
-    _, dev_acc, preds = evaluate(place(model, config, device), *data["dev"], config)
-    plot_dev_predictions(*data["dev"], preds, checkpoint["meta"], run_dir)
+    # model.pt is read first, so that a refused one leaves the folder untouched; without one, the curves are
+    # still drawn before load_checkpoint says why there is none
+    loaded = load_checkpoint(run_dir) if (run_dir / "model.pt").is_file() else None
+    with hold(run_dir):  # not while a run writes the same files
+        plot_run(metrics["history"], run_dir, metrics["name"])
+        model, checkpoint = loaded or load_checkpoint(run_dir)
+        config = checkpoint["config"]
+        device = saved_run_device(config)
+        try:
+            data = load_task(config, data_dir, device)
+        except UserError as e:  # most often a missing --data-dir, which the run itself had
+            raise UserError(f"{run_dir}: curves redrawn, but the confusion matrix and image grid need the run's "
+                            f"data (--data-dir): {e}") from None
+        _, dev_acc, preds = evaluate(place(model, config, device), *data["dev"], config)
+        plot_dev_predictions(*data["dev"], preds, checkpoint["meta"], run_dir)
     print(f"{run_dir}: plots redrawn; dev accuracy of model.pt {dev_acc:.4f}")

@@ -19,8 +19,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from toolkit import budget, ranks
-from toolkit.checkpoint import Interrupted, config_hash, load_state, rng_states, save_best, save_state, set_rng_states, \
-    stop_requests
+from toolkit.checkpoint import (Interrupted, config_hash, load_state, rng_states, safe_load, save_best, save_state,
+                                set_rng_states, stop_requests)
 from toolkit.files import write_json, write_probabilities, write_submission
 from toolkit.logs import EpochLog, write_hparams
 from toolkit.progress import progress_bar
@@ -106,8 +106,7 @@ class TrainState:
             self.sums = sums if ranks.is_main() else torch.zeros_like(sums)
         self.best.update(state["best"])
         if self.best["epoch"] is not None:  # the best weights live in model.pt, not twice on disk
-            self.best["state"] = torch.load(path.parent / "model.pt", map_location=self.device,
-                                            weights_only=True)["model"]
+            self.best["state"] = safe_load(path.parent / "model.pt", map_location=self.device)["model"]
         rngs = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]  # one dict before torchrun
         if not (ranks.rank() < len(rngs) and set_rng_states(rngs[ranks.rank()], self.gen)):
             # more ranks than saved them, or saved on another kind of device: fresh streams (matters only with
