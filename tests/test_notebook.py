@@ -29,15 +29,18 @@ def test_notebook_runs_every_part_in_smoke_mode_and_writes_a_submission_per_task
     shutil.copytree(ROOT, repo, ignore=shutil.ignore_patterns(".*", "data", "runs", "plots", "tests", "__pycache__"))
     monkeypatch.setenv("NOTEBOOK_SMOKE", "1")
     monkeypatch.setenv("DATA_DIR", str(imdb_dir))
+    monkeypatch.setenv("RESULTS_DIR", str(tmp_path / "drive" / "runs"))  # stands in for Google Drive
     nb = nbformat.read(repo / "notebooks" / "colab.ipynb", as_version=4)
     NotebookClient(nb, timeout=240, kernel_name="python3",
                    resources={"metadata": {"path": str(repo / "notebooks")}}).execute()  # a cell error raises
 
-    out = repo / "runs" / "smoke"
+    assert not (repo / "runs").exists()
+    out = tmp_path / "drive" / "runs" / "smoke"
     for run, test_size in (("sentiment_mlp", 100), ("fashion_mlp", 40), ("cifar10_cnn", 30)):
         submission = rows(out / run / "submission.csv")
         assert submission[0] == ["Id", "Category"] and len(submission) == 1 + test_size  # the whole test set
         assert json.loads((out / run / "metrics.json").read_text())["config"]["max_train"] == 400
+        assert len(rows(out / run / "history.csv")) == 1 + 1  # header, the one smoke epoch
     for sweep, configs in (("structures", 4), ("activations", 4), ("learning-rates", 5)):
         assert len(rows(out / sweep / "summary.csv")) == 1 + configs + 1  # header, MLPs, nb-logreg
     text = json.dumps([c.get("outputs", []) for c in nb.cells])

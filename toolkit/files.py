@@ -185,7 +185,8 @@ def held_elsewhere(folder):
 
 @contextmanager
 def atomic_path(path, make_parents=True):
-    """Yield a temporary path beside `path`; rename it into place only when the block finishes.
+    """Yield a temporary path beside `path`; rename it into place only when the block finishes, its bytes on
+    the disk first (fsync), so that a synced folder (Google Drive) or a power cut never holds half a file.
 
     A failing write (disk full, read-only, permission denied) removes the temporary file and raises an
     OSError that names `path` itself, not the temporary name. make_parents=False is for writes into a run
@@ -197,7 +198,9 @@ def atomic_path(path, make_parents=True):
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")  # same suffix: savefig reads it
     try:
         yield tmp
+        sync(tmp)
         os.replace(tmp, path)  # atomic on POSIX and Windows when both are on one file system
+        sync(path.parent, folder=True)  # the rename itself
     except OSError as e:
         if e.errno is None:
             raise
@@ -207,6 +210,22 @@ def atomic_path(path, make_parents=True):
             tmp.unlink(missing_ok=True)
         except OSError:
             pass  # a read-only or vanished folder holds no temporary file to remove
+
+
+def sync(path, folder=False):
+    """fsync a file's bytes, or a folder's entries (POSIX only: Windows cannot open a folder for it). A file
+    system that cannot sync (EINVAL, ENOTSUP: some network and FUSE mounts) is left to its own flushing."""
+    if folder and os.name == "nt":
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY if os.name != "nt" else os.O_RDWR)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF) and not folder:
+            raise
 
 
 def write_text(path, text):

@@ -22,9 +22,30 @@ def settings():
     return dict(SMOKE_SETTINGS) if smoke() else {}
 
 
+DRIVE = "/content/drive"
+DRIVE_RESULTS = f"{DRIVE}/MyDrive/classifier-toolkit/runs"
+
+
+def use_drive():
+    """On Colab, mount Google Drive (Colab asks for the user's consent) and keep the results there, where a
+    disconnect or a runtime reset cannot wipe them: RESULTS_DIR, unless already set, names that folder.
+    Elsewhere nothing changes. Returns the results folder."""
+    if in_colab():
+        from google.colab import drive
+        drive.mount(DRIVE)
+        os.environ.setdefault("RESULTS_DIR", DRIVE_RESULTS)
+    return results_dir()
+
+
+def results_dir():
+    """$RESULTS_DIR when set, else runs/ in the repository."""
+    return os.environ.get("RESULTS_DIR") or "runs"
+
+
 def out_dir():
-    """Smoke runs go to their own folder: their configs differ, and a run folder holds one config."""
-    return "runs/smoke" if smoke() else "runs"
+    """The results folder; smoke runs get their own inside it: their configs differ, and a run folder holds one
+    config. Running the notebook again continues every interrupted run there and skips every finished one."""
+    return f"{results_dir()}/smoke" if smoke() else results_dir()
 
 
 def in_colab():
