@@ -41,9 +41,11 @@ def parse_args(argv):
     }
     commands["run"].add_argument("config", help="a configs/*.toml file")
     commands["run"].add_argument("--resume", action="store_true",
-                                 help="continue the newest unfinished run of this config in OUT/<name>[-N] from its last.pt")
+                                 help="continue the newest unfinished run of this config in OUT/<name>[-N] "
+                                      "from its last.pt")
     commands["run"].add_argument("--overwrite", action="store_true",
-                                 help="replace the results in OUT/<name> (else a used folder leaves it to OUT/<name>-2, -3, ...)")
+                                 help="replace the results in OUT/<name> (else a used folder leaves it to "
+                                      "OUT/<name>-2, -3, ...)")
     for name in ("explore", "default"):
         commands[name].add_argument("--force", action="store_true", help="re-run configurations already finished")
     commands["explore"].add_argument("sweep", choices=EXPLORATIONS)

@@ -42,9 +42,9 @@ def history(path):
 
 def results(out):
     runs = sorted(p.parent for p in Path(out).glob("**/metrics.json"))
-    return {str(p.relative_to(out)): (
-        [{k: v for k, v in h.items() if "seconds" not in k} for h in json.loads((p / "metrics.json").read_text())["history"]],
-        (p / "submission.csv").read_text(), history(p / "history.csv")) for p in runs}
+    epochs = lambda p: json.loads((p / "metrics.json").read_text())["history"]
+    return {str(p.relative_to(out)): ([{k: v for k, v in h.items() if "seconds" not in k} for h in epochs(p)],
+                                      (p / "submission.csv").read_text(), history(p / "history.csv")) for p in runs}
 
 
 def test_a_killed_kernel_loses_at_most_an_epoch_and_a_second_pass_ends_as_an_uninterrupted_one(

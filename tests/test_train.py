@@ -98,7 +98,8 @@ def test_logreg_run_writes_the_same_files_as_a_trained_model(imdb_dir, tmp_path)
     config = tiny(model="logreg", features="nb", C=1.0)
     metrics = run(config, imdb_dir, tmp_path / "runs")
     out = tmp_path / "runs" / "tiny"
-    assert {"metrics.json", "model.pt", "submission.csv", "loss.png", "confusion.png"} <= {p.name for p in out.iterdir()}
+    files = {p.name for p in out.iterdir()}
+    assert {"metrics.json", "model.pt", "submission.csv", "history.csv", "loss.png", "confusion.png"} <= files
     assert len(metrics["history"]) == 1 and metrics["best_dev_acc"] >= 0.95 and not (out / "last.pt").exists()
     assert 0.9 <= metrics["history"][0]["train_acc"] <= 1  # its training accuracy, over every training example
     model = build_model(config, metrics["input_dim"])
@@ -199,7 +200,7 @@ def test_the_loops_optimizers_update_as_torch_optims_do_to_the_bit(optimizer):
 
 
 def test_a_run_that_does_not_compile_never_imports_torch_dynamo(fashion_dir, tmp_path):
-    # torch.optim's guards against torch.compile import torch._dynamo: seconds of every short run (issue 15)
+    # torch.optim's guards against torch.compile import torch._dynamo: seconds of every short run
     code = ("import sys, main; main.main(['run', 'configs/fashion_mlp.toml', '--data-dir', sys.argv[1], '--out', "
             "sys.argv[2], '--set', 'epochs=1', '--set', 'dev_size=20', '--set', 'plots=false']); "
             "print('torch._dynamo' in sys.modules)")

@@ -73,7 +73,8 @@ def make_optimizer(model, config, device):
     name, lr, wd, mom = config["optimizer"], config["lr"], config["weight_decay"], config["momentum"]
     params = [p for p in model.parameters() if p.requires_grad]
     if config["bias_lr"] != 1:  # batch norm's parameters in a group of their own (one group otherwise, as before)
-        norms = {id(p) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) for p in m.parameters()}
+        norms = {id(p) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                 for p in m.parameters()}
         params = [{"params": [p for p in params if id(p) not in norms]},
                   {"params": [p for p in params if id(p) in norms], "lr": lr * config["bias_lr"],
                    "weight_decay": wd / config["bias_lr"]}]

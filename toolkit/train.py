@@ -307,7 +307,8 @@ def fit_fixed(model, data, config, out_dir, extra=None):
     out_dir.mkdir(parents=True, exist_ok=True)
     train_loss, train_acc, _ = evaluate(model, *data["train"], config)
     n = data["train"][0].shape[0]
-    state.sums = torch.tensor([train_loss * n, train_acc * n], device=device) / ranks.world_size()  # end_epoch sums the ranks
+    # end_epoch sums the ranks' shares
+    state.sums = torch.tensor([train_loss * n, train_acc * n], device=device) / ranks.world_size()
     state.log = EpochLog(out_dir, []) if ranks.is_main() else None
     with closing_log(state):
         end_epoch(state, data, config, start, out_dir)
