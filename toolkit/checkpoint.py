@@ -162,7 +162,7 @@ def read_checkpoint(path, mmap=False):
 def safe_load(path, mmap=False, map_location="cpu"):
     """torch.load of a file the toolkit wrote (last.pt, model.pt, model_refit.pt), with weights_only=True: its
     tensors and plain values, never a call that a crafted or foreign file carries. Such a file is refused
-    with a UserError naming it; nothing is read from it and nothing else is touched."""
+    with a UserError naming it, and nothing it carries runs."""
     try:
         return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError:

@@ -4,6 +4,7 @@ tensorboard package is installed, TensorBoard events in the run's folder (`tenso
 Both continue on --resume from the epochs last.pt holds: history.csv is written again from them, and the
 events of later epochs (trained after the last checkpoint, before the stop) are purged.
 """
+import csv
 import functools
 import os
 
@@ -39,7 +40,7 @@ class EpochLog:
     def epoch(self, h):
         """Append epoch h (a history entry) to history.csv and the events, both flushed to the disk."""
         with open(self.path, "a", newline="", encoding="utf-8") as f:
-            f.write(",".join(map(str, row(h))) + "\n")
+            csv.writer(f, lineterminator="\n").writerow(row(h))  # as write_csv wrote the rows before it
             f.flush()
             os.fsync(f.fileno())
         if self.board:

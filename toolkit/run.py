@@ -16,11 +16,11 @@ from cnn import init_whitening, make_cnn
 from toolkit.config import SCALED_RECORD, UserError, describe_scaling
 from toolkit.data import CLASS_NAMES, cap_train, dev_split, load_images, load_imdb, read_npz, resolve_data_dir
 from toolkit.faults import in_run
-from toolkit.files import write_json, write_probabilities, write_submission
+from toolkit.files import write_json
 from toolkit.files import clear, hold, new_run_dir
 from mlp import Interpolated, SentimentClassifier, initialize, make_activation
 from toolkit.steps import amp_dtype, evaluate, join_rows, pick_device
-from toolkit.train import fit, fit_fixed, plot_dev_predictions, refit, say
+from toolkit.train import fit, fit_fixed, plot_dev_predictions, refit, say, write_predictions
 
 _loaded = {}  # a sweep loads and featurizes once; later configs with the same data settings reuse it
 
@@ -335,7 +335,7 @@ def saved_run_device(config):
 
 def predict(run_dir, images, out, probabilities=False):
     """Write a Kaggle submission (Id,Category) for the images in an .npz file with the run's best weights,
-    and with probabilities=True probabilities.csv beside it (files.write_probabilities)."""
+    and with probabilities=True probabilities.csv beside it (train.write_predictions)."""
     model, checkpoint = load_checkpoint(run_dir)
     config, meta = checkpoint["config"], checkpoint["meta"]
     if config["task"] == "sentiment":
@@ -348,9 +348,7 @@ def predict(run_dir, images, out, probabilities=False):
     mean, std = (torch.tensor(meta[k], device=device).view(1, -1, 1, 1) for k in ("mean", "std"))
     _, _, preds, *probs = evaluate(place(model, config, device), image_tensor(x, mean, std, device), None, config,
                                    probabilities=probabilities)
-    write_submission(out, preds.tolist())
-    for p in probs:
-        write_probabilities(Path(out).with_name("probabilities.csv"), p, meta["classes"])
+    write_predictions(out, preds, probs, meta["classes"])
     return preds
 
 

@@ -5,12 +5,13 @@ Data arrive as tensors already on the device ({'train': (x, y), 'dev': (x, y), '
 a batch is a slice of a shuffled index, so there is no DataLoader and no per-sample collation.
 """
 import copy
-from contextlib import contextmanager
 import importlib.metadata
 import math
 import platform
 import sys
 import time
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -329,7 +330,8 @@ def finish(state, data, config, out_dir, extra=None):
         if ranks.is_main():
             if config["plots"]:
                 plot_dev_predictions(*data["dev"], dev_preds, data["meta"], out_dir)
-            write_predictions(out_dir, preds, probs, data["meta"])  # also where the test has labels
+            # also where the test has labels
+            write_predictions(out_dir / "submission.csv", preds, probs, data["meta"]["classes"])
     metrics = {"name": config["name"], "config": config, "config_hash": config_hash(config), "seed": config["seed"],
                "versions": versions(), "device": str(state.device),
                "precision": str(state.precision).removeprefix("torch."), "world_size": ranks.world_size(),
@@ -371,15 +373,16 @@ def refit(model, data, config, epochs, out_dir, augment=None):
                                           probabilities=config["probabilities"])
     if ranks.is_main():
         save_best(out_dir / "model_refit.pt", state.eval_model.state_dict(), config, epochs, None, data["meta"])
-        write_predictions(out_dir, preds, probs, data["meta"])
+        write_predictions(out_dir / "submission.csv", preds, probs, data["meta"]["classes"])
     return {**record, "test_acc": test_acc, "seconds": time.perf_counter() - start}
 
 
-def write_predictions(out_dir, preds, probs, meta):
-    """submission.csv from the predicted classes, and probabilities.csv where they were asked for ([probs])."""
-    write_submission(out_dir / "submission.csv", preds.tolist())
+def write_predictions(submission, preds, probs, classes):
+    """The submission file from the predicted classes and, where they were asked for ([probs] from evaluate),
+    probabilities.csv beside it."""
+    write_submission(submission, preds.tolist())
     for p in probs:
-        write_probabilities(out_dir / "probabilities.csv", p, meta["classes"])
+        write_probabilities(Path(submission).with_name("probabilities.csv"), p, classes)
 
 
 def plot_dev_predictions(x_dev, y_dev, preds, meta, out_dir):
