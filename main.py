@@ -302,7 +302,9 @@ def print_result(metrics, out_dir):
         test = "withheld" if refit["test_acc"] is None else f"{refit['test_acc']:.4f}"
         test += (f" (model refitted on train + dev for {refit['epochs']} epoch{'s' * (refit['epochs'] != 1)}"
                  f"{', submission.csv from it' if refit['test_acc'] is None else ''})")
-    dev = f"{metrics['best_dev_acc']:.4f} at epoch {metrics['best_epoch']}"
+    from toolkit.data import describe_test_estimate
+    estimate = describe_test_estimate(metrics["config"], metrics["best_dev_acc"])
+    dev = f"{metrics['best_dev_acc']:.4f} at epoch {metrics['best_epoch']}" + (f" ({estimate})" if estimate else "")
     if metrics.get("final_dev_acc", metrics["best_dev_acc"]) != metrics["best_dev_acc"]:  # (older metrics.json lack it)
         dev += f" ({metrics['final_dev_acc']:.4f} with the shifted views the test is predicted with)"
     loading = metrics.get("data_seconds", 0) + metrics.get("logreg_seconds", 0)  # featurizing included

@@ -1,12 +1,13 @@
 import json
+import statistics
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from toolkit import data
-from toolkit.config import UserError
-from toolkit.data import dev_split, load_imdb
+from toolkit.config import UserError, load_config
+from toolkit.data import SENTIMENT_DEV_TEST, describe_test_estimate, dev_split, load_imdb
 
 
 def no_network(*args, **kwargs):
@@ -187,3 +188,12 @@ def test_block_dev_split_is_seeded_and_block_1_is_the_default_random_split():
     assert (a[1] == b[1]).all() and not (a[1] == dev_split(labels, 40, seed=1, block=10)[1]).all()
     assert labels[a[1]].sum() == 10  # the classes' shares (3:1) are kept
     assert (dev_split(labels, 40, block=1)[1] == dev_split(labels, 40)[1]).all()
+
+
+def test_a_sentiment_dev_accuracy_on_the_default_split_comes_with_the_calibrated_test_estimate():
+    config = load_config(None, [])  # sentiment, 5,000 dev reviews in blocks of 100
+    offsets = [test - dev for dev, test in SENTIMENT_DEV_TEST]  # in points, from scored runs
+    estimate = f"test estimate {90 + statistics.mean(offsets):.1f}% +- {statistics.stdev(offsets):.1f}"
+    assert describe_test_estimate(config, 0.90).startswith(estimate)
+    for other in ({"dev_block": 1}, {"dev_size": 100}, {"max_train": 1000}, {"task": "fashion"}):
+        assert describe_test_estimate({**config, **other}, 0.90) == ""  # measured on none of these

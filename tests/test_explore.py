@@ -8,7 +8,9 @@ from main import main
 
 
 def test_structures_sweep_writes_one_loss_plot_per_config_two_summary_plots_and_a_table(imdb_dir, tmp_path, capsys):
-    explore_mlp_structures(imdb_dir, tmp_path, ["epochs=2", "dev_size=100", "min_df=1", "batch_size=64"])
+    metrics = explore_mlp_structures(imdb_dir, tmp_path, ["epochs=2", "dev_size=100", "min_df=1", "batch_size=64"])
+    assert all(m["config"]["self_train"] == 0 and not m["config"]["refit"] for m in metrics)  # training texts only
+    assert all(m["config"]["interpolate"] == 0 for m in metrics[:-1])  # the MLPs alone
     sweep = tmp_path / "structures"
     names = ["linear", "512", "512-512", "512-512-512", "nb-logreg"]  # the linear baseline row comes last
     assert all((sweep / n / "loss.png").stat().st_size > 0 for n in names)

@@ -7,8 +7,8 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from toolkit import features
-from toolkit.features import nb_weigh, to_torch
-from toolkit.logreg import fit_logreg, to_scipy
+from toolkit.features import nb_ratios, nb_weigh, to_torch
+from toolkit.logreg import fit_logreg, self_train, to_scipy
 from mlp import Interpolated, SentimentClassifier
 
 
@@ -44,6 +44,27 @@ def test_nb_weights_are_the_log_count_ratio_of_the_training_rows():
     r = np.log(p / p.sum()) - np.log(q / q.sum())
     np.testing.assert_allclose(other.toarray()[0], r, rtol=1e-6)  # applied to the other parts as well
     np.testing.assert_allclose(weighted.toarray(), x.toarray() * r, rtol=1e-6)
+
+
+def test_self_training_adds_the_unlabeled_rows_the_nb_logistic_regression_is_sure_of_with_its_guesses():
+    x, y = sparse_problem(n=300)
+    labelled, unlabeled = x[:200], x[200:]  # y[200:] is never passed
+    rows, labels = self_train(labelled, y[:200], unlabeled, C=1.0, rounds=1, margin=0.3)
+    r = sp.diags(nb_ratios(labelled, y[:200]))
+    fitted = LogisticRegression(C=1.0, solver="liblinear").fit(labelled @ r, y[:200])
+    p = fitted.predict_proba(unlabeled @ r)[:, 1]
+    sure = np.abs(p - 0.5) >= 0.3
+    assert 0 < sure.sum() < 100
+    assert (rows[:200] != labelled).nnz == 0 and (rows[200:] != unlabeled[sure]).nnz == 0
+    np.testing.assert_array_equal(labels, np.concatenate([y[:200], p[sure] > 0.5]))
+
+
+def test_a_second_round_of_self_training_refits_on_the_first_rounds_guesses():
+    x, y = sparse_problem(n=300)
+    first = self_train(x[:200], y[:200], x[200:], C=1.0, rounds=1, margin=0.3)
+    second = self_train(x[:200], y[:200], x[200:], C=1.0, rounds=2, margin=0.3)
+    again = self_train(*first, x[200:], C=1.0, rounds=1, margin=0.3)  # fitted on labelled + first guesses
+    np.testing.assert_array_equal(second[1][200:], again[1][len(first[1]):])
 
 
 def test_nb_features_are_binary_n_grams_that_keep_punctuation_and_one_letter_words(tmp_path):

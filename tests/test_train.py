@@ -129,11 +129,34 @@ def test_refit_trains_afresh_on_train_and_dev_and_writes_the_submission_from_tha
     model = build_model(config, metrics["input_dim"])
     model.load_state_dict(refitted["model"])
     data = load_task(config, imdb_dir, torch.device("cpu"))
-    _, _, preds = evaluate(model, data["test"][0], None, config)
+    _, _, preds = evaluate(model, data["refit"]["test"][0], None, config)  # NB-weighed by train + dev
     with open(out / "submission.csv", newline="") as f:
         assert [int(r["Category"]) for r in csv.DictReader(f)] == preds.tolist()
     dev_selected = torch.load(out / "model.pt", weights_only=True)["model"]
     assert not torch.equal(dev_selected["mlp.layers.0.weight"], refitted["model"]["mlp.layers.0.weight"])
+
+
+def test_the_nb_refit_weighs_its_rows_by_the_log_count_ratios_of_train_and_dev(imdb_dir):
+    from toolkit.features import nb_ratios
+    data = load_task(tiny(features="nb", refit=True), imdb_dir, torch.device("cpu"))
+    x_train, y_train = data["refit"]["train"]
+    assert len(y_train) == 400 and data["meta"]["refit_pseudo_labelled"] == 0
+    binary = x_train.to_dense().ne(0).float().numpy()  # the binary n-grams the weights multiply
+    weighed = binary * nb_ratios(binary, y_train.numpy())
+    torch.testing.assert_close(x_train.to_dense(), torch.from_numpy(weighed))
+
+
+def test_self_training_adds_confident_guesses_on_the_dev_and_test_texts_to_the_training_rows(imdb_dir):
+    cpu = torch.device("cpu")
+    off = load_task(tiny(features="nb", refit=True), imdb_dir, cpu)
+    on = load_task(tiny(features="nb", refit=True, self_train=2), imdb_dir, cpu)
+    assert len(off["train"][1]) == 300 and off["meta"]["pseudo_labelled"] == 0  # off: the training texts only
+    added = on["meta"]["pseudo_labelled"]
+    assert 0 < added <= 200 and len(on["train"][1]) == 300 + added  # of 100 dev + 100 test texts
+    assert torch.equal(on["train"][1][:300], off["train"][1])
+    assert torch.equal(on["dev"][1], off["dev"][1]) and on["dev"][0].shape == off["dev"][0].shape
+    refit_added = on["meta"]["refit_pseudo_labelled"]  # the refit guesses the test texts alone, from 400 labels
+    assert 0 < refit_added <= 100 and len(on["refit"]["train"][1]) == 400 + refit_added
 
 
 @pytest.mark.parametrize("scheduler", ["cosine", "onecycle"])

@@ -71,6 +71,10 @@ DEFAULTS = dict(
     ngram_max=2,             # word n-grams 1..ngram_max
     min_df=2,                # drop n-grams seen in fewer training reviews
     max_features=200000,     # keep the most frequent n-grams; 0 = no limit
+    self_train=0,            # nb: rounds of pseudo-labelling the unlabeled dev and test texts with the NB logistic
+                             # regression, whose confident guesses then join training; 0 = off: no model reads a
+                             # dev or test text. No dev or test label is ever used (see logreg.py)
+    self_train_margin=0.3,   # keep an unlabeled review when its predicted probability is this far from 0.5
     # images
     augment=False,           # random flip + translate, on whole batches on the device (cifar10)
     flip=0.5,                # when augmenting: probability of mirroring each training image; reg_epochs
@@ -108,7 +112,8 @@ RANGES = dict(
     epochs=(1, None, True), batch_size=(1, None, True), lr=(0, None, False), dropout=(0, 1, True),
     momentum=(0, 1, True), weight_decay=(0, None, True), gamma=(0, 1, False), warmup=(0, 1, True),
     label_smoothing=(0, 1, True), dev_size=(1, None, True), max_train=(0, None, True), ngram_max=(1, 5, True),
-    min_df=(1, None, True), max_features=(0, None, True), dev_block=(1, None, True),
+    min_df=(1, None, True), max_features=(0, None, True), self_train=(0, 10, True),
+    self_train_margin=(0, 0.5, False), dev_block=(1, None, True),
     interpolate=(0, 1, True), C=(0, None, False), budget_minutes=(0, None, True), translate=(0, 16, True),
     tta_shift=(0, 8, True), ema=(0, 1, True), bn_momentum=(0, 1, True), logit_scale=(0, None, False),
     bias_lr=(0, None, False), flip=(0, 1, True), reg_epochs=(0, None, True), muon_lr=(0, None, False),

@@ -96,11 +96,15 @@ def text_features(parts, config, cache_dir=None):
     return matrices, time.perf_counter() - start, False
 
 
+def nb_ratios(x, y):
+    """The naive Bayes log-count ratio of each column of binary x for labels y (0/1)."""
+    p, q = (1 + np.asarray(x[y == c].sum(0)).ravel() for c in (1, 0))
+    return (np.log(p / p.sum()) - np.log(q / q.sum())).astype(np.float32)
+
+
 def nb_weigh(matrices, y_train):
     """Scale every matrix's columns by the naive Bayes log-count ratios of the first (training) one."""
-    x = matrices[0]
-    p, q = (1 + np.asarray(x[y_train == c].sum(0)).ravel() for c in (1, 0))
-    r = sp.diags((np.log(p / p.sum()) - np.log(q / q.sum())).astype(np.float32))
+    r = sp.diags(nb_ratios(matrices[0], y_train))
     return [(m @ r).tocsr() for m in matrices]
 
 

@@ -62,6 +62,7 @@ def channel_stats(x):
 def load_sentiment(config, data_dir, device):
     # features.py and logreg.py load scikit-learn's text and linear models: imported where sentiment needs
     # them, not at the top, so a vision run does not pay for them (start-up is part of every run's time)
+    import scipy.sparse as sp
     from toolkit.features import nb_weigh, text_features, to_torch
     raw = load_imdb(data_dir)
     texts, labels = raw["train"]
@@ -69,17 +70,41 @@ def load_sentiment(config, data_dir, device):
     tr = cap_train(tr, config["max_train"])
     parts = [[texts[i] for i in tr], [texts[i] for i in dv], raw["test"][0]]
     matrices, seconds, cached = text_features(parts, config)
-    if config["features"] == "nb":
-        matrices = nb_weigh(matrices, labels[tr])
     m_tr, m_dv, m_te = matrices
     print(f"features: {m_tr.shape[1]} {config['features']} n-grams, {'cache' if cached else 'fitted'} in "
           f"{seconds:.1f}s", flush=True)
     y_test = raw["test"][1]
     label = lambda a: torch.from_numpy(a).to(device)
-    return {"train": (to_torch(m_tr, device), label(labels[tr])), "dev": (to_torch(m_dv, device), label(labels[dv])),
-            "test": (to_torch(m_te, device), None if y_test is None else label(y_test)),
-            "meta": {"classes": CLASS_NAMES["sentiment"], "input_dim": m_tr.shape[1],
-                     "features": {"seconds": seconds, "cached": cached}}}
+    tensors = lambda x, y: (to_torch(x, device), None if y is None else label(y))
+    meta = {"classes": CLASS_NAMES["sentiment"], "input_dim": m_tr.shape[1],
+            "features": {"seconds": seconds, "cached": cached}}
+    if config["features"] != "nb":
+        return {"train": tensors(m_tr, labels[tr]), "dev": tensors(m_dv, labels[dv]),
+                "test": tensors(m_te, y_test), "meta": meta}
+    # model selection: train rows (+ pseudo-labelled dev and test rows), ratios from those; dev scores it
+    x, y = train_rows(m_tr, labels[tr], sp.vstack([m_dv, m_te]), config)
+    train, dev, test = nb_weigh([x, m_dv, m_te], y)
+    data = {"train": (train, y), "dev": (dev, labels[dv]), "test": (test, y_test)}
+    if config["refit"]:  # the submission's model: train + dev rows (+ pseudo-labelled test rows), ratios anew
+        x, y = train_rows(sp.vstack([m_tr, m_dv]).tocsr(), np.concatenate([labels[tr], labels[dv]]), m_te, config)
+        train, test = nb_weigh([x, m_te], y)
+        data["refit"] = {"train": (train, y), "test": (test, y_test)}
+        meta["refit_pseudo_labelled"] = len(y) - len(tr) - len(dv)
+    meta["pseudo_labelled"] = len(data["train"][1]) - len(tr)
+    if config["self_train"]:
+        print(f"self-training: {meta['pseudo_labelled']} of {len(dv) + m_te.shape[0]} unlabeled dev and test "
+              f"reviews pseudo-labelled and trained on", flush=True)
+    convert = lambda d: {k: tensors(*v) for k, v in d.items()}
+    return {**convert({k: data[k] for k in ("train", "dev", "test")}),
+            **({"refit": convert(data["refit"])} if "refit" in data else {}), "meta": meta}
+
+
+def train_rows(x, y, unlabeled, config):
+    """The rows and labels to train on: x, y, and with self_train the confident pseudo-labelled unlabeled rows."""
+    if not config["self_train"]:
+        return x, y
+    from toolkit.logreg import self_train
+    return self_train(x, y, unlabeled, config["C"], config["self_train"], config["self_train_margin"])
 
 
 def load_vision(config, data_dir, device):
@@ -107,7 +132,8 @@ def load_task(config, data_dir, device):
     keys = ("task", "dev_size", "max_train")
     if config["task"] == "sentiment":
         from toolkit.features import FEATURE_KEYS
-        keys += ("dev_block", *FEATURE_KEYS)
+        keys += ("dev_block", *FEATURE_KEYS, "refit", "self_train")  # load_sentiment builds the refit's rows
+        keys += ("self_train_margin", "C") if config["self_train"] else ()
     else:
         keys += ("model", "amp")  # input_dtype
     key = (str(data_dir), str(device)) + tuple(str(config[k]) for k in keys)
@@ -283,7 +309,9 @@ def run(config, data_dir=None, out_root="runs", resume=False, overwrite=False, f
 def refit_run(config, data, out_dir, metrics):
     """The config afresh on train + dev for the dev-selected run's best epoch count (train.refit); its record
     goes into metrics.json as "refit" and submission.csv comes from it."""
-    both = {**data, "train": tuple(join_rows(a, b) for a, b in zip(data["train"], data["dev"]))}
+    # NB features bring their own (ratios from train + dev, test pseudo-labelled anew); the rest join the rows
+    joined = lambda: {"train": tuple(join_rows(a, b) for a, b in zip(data["train"], data["dev"]))}
+    both = {**data, **(data["refit"] if "refit" in data else joined())}
     torch.manual_seed(config["seed"])
     model = place(build_model(config, data["meta"]["input_dim"]), config, both["train"][0].device)
     init_from_data(model, config, both)
