@@ -1,4 +1,5 @@
-"""The CIFAR-10 CNN: airbench-style conv groups (conv - pool - batch norm - GELU - conv - batch norm - GELU).
+"""The CNN for CIFAR-10 and 1-channel Fashion-MNIST: airbench-style conv groups (conv - pool - batch norm -
+GELU - conv - batch norm - GELU).
 
 widths = [stem, group1, group2, ...]: a stem at full resolution, then one group per further width, each
 halving the resolution; a global max pool and one linear layer classify. configs/cifar10_cnn.toml's
@@ -19,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-WHITEN_WIDTH = 2 * 3 * 2 * 2  # +-eigenvectors of 3-channel 2x2 patches
+IN_CHANNELS = {"cifar10": 3, "fashion": 1}
 
 
 class Scale(nn.Module):
@@ -59,13 +60,13 @@ class ConvGroup(nn.Sequential):
 
 
 class Net(nn.Sequential):
-    def __init__(self, widths, num_classes=10, whiten=False, logit_scale=1.0, **options):
+    def __init__(self, widths, num_classes=10, whiten=False, logit_scale=1.0, in_channels=3, **options):
         if whiten:
-            conv = nn.Conv2d(3, widths[0], 2, padding=0, bias=True)  # 32 -> 31 pixels
+            conv = nn.Conv2d(in_channels, widths[0], 2, padding=0, bias=True)  # 32 -> 31 pixels
             conv.weight.requires_grad_(False)  # set by init_whitening, then fixed
             stem = [conv, nn.GELU()]
         else:
-            stem = conv_bn(3, widths[0], **options)
+            stem = conv_bn(in_channels, widths[0], **options)
         groups = [ConvGroup(a, b, **options) for a, b in zip(widths[:-1], widths[1:])]
         head = [GlobalMaxPool(), nn.Flatten(), nn.Linear(widths[-1], num_classes, bias=False)]
         super().__init__(*stem, *groups, *head, *([Scale(logit_scale)] if logit_scale != 1 else []))
@@ -83,5 +84,5 @@ def init_whitening(net, images, eps=5e-4):
 
 
 def make_cnn(config, num_classes):
-    return Net(config["widths"], num_classes, config["whiten"], config["logit_scale"], bn_scale=config["bn_scale"],
-               bn_momentum=config["bn_momentum"], dirac=config["dirac"])
+    return Net(config["widths"], num_classes, config["whiten"], config["logit_scale"], IN_CHANNELS[config["task"]],
+               bn_scale=config["bn_scale"], bn_momentum=config["bn_momentum"], dirac=config["dirac"])

@@ -207,7 +207,8 @@ def dispatch(args):
         SWEEPS[args.sweep](args.data_dir, args.out, args.set, args.force)
     elif args.command == "default":
         from toolkit.config import load_config, parse_override
-        from toolkit.sweeps import explore_mlp_structures, run_or_skip
+        from toolkit.run import run_or_skip
+        from toolkit.sweeps import explore_mlp_structures
         # like a sweep, a re-run skips what finished and resumes what was interrupted
         # the structures sweep sets hidden_dims itself; the other settings go to it and to the configs after it
         sweep_sets = [s for s in args.set if parse_override(s)[0] != "hidden_dims"]
@@ -262,7 +263,7 @@ def run_config(config, data_dir=None, out="runs", epochs=None, device=None, forc
     path = Path(config) if Path(config).is_file() else Path(__file__).resolve().parent / config
     config = load_config(path, as_overrides(dict(epochs=epochs, device=device, **settings)))
     set_allocator(config["task"])
-    from toolkit.sweeps import run_or_skip
+    from toolkit.run import run_or_skip
     metrics = run_or_skip(config, data_dir, Path(out), force)
     print_result(metrics, Path(out) / config["name"])
     return metrics
@@ -309,6 +310,8 @@ def print_result(metrics, out_dir):
         dev += f" ({metrics['final_dev_acc']:.4f} with the shifted views the test is predicted with)"
     loading = metrics.get("data_seconds", 0) + metrics.get("logreg_seconds", 0)  # featurizing included
     took = f"{metrics['seconds']:.0f}s training" + (f" after {loading:.0f}s loading" if loading else "")
+    if "teacher" in metrics:
+        took += f", and {metrics['teacher']['wall_seconds']:.0f}s before that for the teacher"
     print(f"{metrics['name']}: best dev acc {dev}, test acc {test}, {took}; results in {out_dir}/")
 
 

@@ -147,7 +147,7 @@ def train_numpy(config, data_dir, out_dir):
 
 
 def numpy_or_skip(config, data_dir, out_dir, force):
-    """Like toolkit.sweeps.run_or_skip: a finished run with the same config is not trained again unless force."""
+    """Like toolkit.run.run_or_skip: a finished run with the same config is not trained again unless force."""
     path = out_dir / "metrics.json"
     if not force and path.is_file():
         metrics = json.loads(path.read_text())
@@ -169,7 +169,8 @@ def explore_scratch(data_dir=None, out="runs", overrides=(), force=False):
     """Train configs/fashion_scratch.toml (+ overrides) with the toolkit's torch loop and with byhand.layers;
     print both and the gap in best dev accuracy. Returns 0, or 1 when a run diverged."""
     import torch
-    from toolkit.sweeps import draw_sweep, run_or_skip
+    from toolkit.run import run_or_skip
+    from toolkit.sweeps import draw_sweep
     config = load_config(SCRATCH_CONFIG, overrides)
     check_supported(config)
     sweep_dir = Path(out) / "scratch"

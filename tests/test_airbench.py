@@ -147,7 +147,7 @@ def test_the_loop_hands_alternating_flips_every_training_row_once_an_epoch_with_
 def test_amp_widths_are_the_net_trained_saved_and_recognised_as_finished_where_autocast_runs(
         cifar_dir, tmp_path, monkeypatch, capsys, autocast, trained):
     from toolkit import run as experiment
-    from toolkit.sweeps import run_or_skip
+    from toolkit.run import run_or_skip
     monkeypatch.setattr(experiment, "amp_dtype", lambda device, enabled: autocast if enabled else None)
     config = load_config(None, settings(amp_widths=[24, 16, 32], amp=True, epochs=1))
     assert run(config, cifar_dir, tmp_path)["config"]["widths"] == trained

@@ -135,7 +135,7 @@ def test_a_diverging_run_is_recorded_and_the_sweep_goes_on(imdb_dir, tmp_path):
 
 
 def test_a_run_whose_refit_was_stopped_is_run_again_not_skipped(imdb_dir, tmp_path, capsys):
-    from toolkit.sweeps import run_or_skip
+    from toolkit.run import run_or_skip
     config = load_config(None, tiny(epochs=1, refit=True))
     path = tmp_path / "tiny" / "metrics.json"
     run_or_skip(config, imdb_dir, tmp_path)

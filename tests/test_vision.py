@@ -1,4 +1,5 @@
 import csv
+import json
 import re
 
 import numpy as np
@@ -408,3 +409,59 @@ def test_the_closing_line_gives_the_training_time_and_the_loading_time_apart(fas
                  "--set", "epochs=1", "--set", "dev_size=50", "--set", "plots=false"]) == 0
     assert re.search(r"test acc withheld \(see submission.csv\), \d+s training after \d+s loading; results in",
                      capsys.readouterr().out)
+
+
+def test_the_fashion_cnn_config_trains_on_one_channel_images(fashion_dir, tmp_path):
+    config = load_config(ROOT / "configs" / "fashion_cnn.toml", settings(epochs=2, dev_size=50, batch_size=50,
+                                                                         widths=[8, 16], device="cpu"))
+    metrics = run(config, fashion_dir, tmp_path)
+    assert len(metrics["history"]) == 2 and (tmp_path / "fashion_cnn" / "submission.csv").is_file()
+
+
+def teacher_file(tmp_path):
+    path = tmp_path / "teacher.toml"
+    path.write_text('task = "fashion"\nmodel = "cnn"\nwidths = [8, 16]\nepochs = 2\nbatch_size = 50\n'
+                    'dev_size = 50\ntta_flip = true\n')
+    return path
+
+
+def test_a_distilled_mlp_trains_its_teacher_first_and_learns_from_its_probabilities(fashion_dir, tmp_path,
+                                                                                     monkeypatch):
+    from toolkit import train
+    seen, original = [], train.distilled_targets
+    monkeypatch.setattr(train, "distilled_targets", lambda probs, *rest: seen.append(probs) or original(probs, *rest))
+    metrics = run(fashion_config(teacher=str(teacher_file(tmp_path)), distill=0.5), fashion_dir, tmp_path)
+    teacher = json.loads((tmp_path / "fashion" / "teacher" / "metrics.json").read_text())
+    assert teacher["config"]["model"] == "cnn" and metrics["teacher"]["best_dev_acc"] == teacher["best_dev_acc"]
+    assert seen and seen[0].shape == (32, 10) and torch.allclose(seen[0].sum(1), torch.ones(32))
+    assert (tmp_path / "fashion" / "submission.csv").is_file()
+
+
+def test_a_second_run_of_a_distilled_config_reuses_its_finished_teacher(fashion_dir, tmp_path, capsys):
+    config = fashion_config(teacher=str(teacher_file(tmp_path)), epochs=1)
+    run(config, fashion_dir, tmp_path)
+    model = (tmp_path / "fashion" / "teacher" / "model.pt").stat().st_mtime_ns
+    run({**config, "epochs": 2}, fashion_dir, tmp_path, overwrite=True)  # the student changed, its teacher did not
+    assert "teacher: finished before, skipped" in capsys.readouterr().out
+    assert (tmp_path / "fashion" / "teacher" / "model.pt").stat().st_mtime_ns == model
+
+
+def test_distilled_targets_mix_the_teachers_probabilities_with_the_one_hot_label():
+    from toolkit.train import distilled_targets
+    probs = torch.tensor([[0.7, 0.2, 0.1]])
+    torch.testing.assert_close(distilled_targets(probs, torch.tensor([1]), 0.25),
+                               torch.tensor([[0.175, 0.8, 0.025]]))
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(teacher="nowhere.toml"), "teacher = 'nowhere.toml': config file not found"),
+    (dict(teacher="configs/fashion_cnn.toml", refit=True), "distillation needs an image task and refit = false"),
+    (dict(teacher="configs/fashion_cnn.toml", task="sentiment"), "distillation needs an image task")])
+def test_a_teacher_that_cannot_teach_is_refused_before_anything_runs(changes, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        fashion_config(**changes)
+
+
+def test_a_teacher_of_other_images_is_refused(fashion_dir, tmp_path):
+    with pytest.raises(UserError, match="teacher .* has dev_size = 5000, the student 50"):
+        run(fashion_config(teacher="configs/fashion_cnn.toml"), fashion_dir, tmp_path)

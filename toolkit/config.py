@@ -25,11 +25,11 @@ DEFAULTS = dict(
     interpolate=0.0,         # sentiment, nb features: weight of the NB logistic regression's probabilities
                              # mixed into the MLP's at evaluation (dev, test); 0 = the MLP alone
     C=0.1,                   # model logreg: inverse L2 strength of scikit-learn's LogisticRegression
-    # CNN (CIFAR-10)
+    # CNN (CIFAR-10; Fashion-MNIST, as a teacher)
     widths=[64, 128, 256],   # channels of the stem, then of each conv group (each halves the resolution)
     amp_widths=[],           # widths instead, where `amp` runs (a CPU with native bf16, a GPU): there about twice
                              # the images/s buy a wider net within a time budget; [] = widths
-    whiten=False,            # stem = fixed 2x2 patch-whitening conv from the training images (widths[0] = 24)
+    whiten=False,            # cifar10: stem = fixed 2x2 patch-whitening conv from the training images (widths[0] = 24)
     bn_scale=True,           # false: batch norm scales fixed at 1, only shifts trained (airbench)
     bn_momentum=0.1,         # weight of each batch in batch norm's running statistics (torch's convention)
     dirac=False,             # 3x3 convs start as the identity on their first c_in output channels
@@ -87,6 +87,10 @@ DEFAULTS = dict(
                              # by this many pixels (up-left, down-right): 3x their cost; the per-epoch dev
                              # evaluations, which choose the checkpoint, leave them out
     ema=0.0,                 # weight EMA decay per step; 0 = off
+    teacher="",              # distillation: a config file (path, or relative to this repository) trained first
+                             # into OUT/<name>/teacher/; its flip-averaged probabilities on the training images
+                             # become the targets (Ba & Caruana 2014); "" = the labels alone
+    distill=1.0,             # with a teacher: its probabilities' weight in each target, the label's 1 - distill
     amp=False,               # mixed precision: bf16 on Ampere+ GPUs (else fp16 + grad scaler) and on bf16 CPUs
     compile=False,           # torch.compile the model (CUDA; slow to start)
     probabilities=False,     # also write probabilities.csv: Id and the predicted probability of class 1 for two
@@ -113,7 +117,7 @@ RANGES = dict(
     momentum=(0, 1, True), weight_decay=(0, None, True), gamma=(0, 1, False), warmup=(0, 1, True),
     label_smoothing=(0, 1, True), dev_size=(1, None, True), max_train=(0, None, True), ngram_max=(1, 5, True),
     min_df=(1, None, True), max_features=(0, None, True), self_train=(0, 10, True),
-    self_train_margin=(0, 0.5, False), dev_block=(1, None, True),
+    self_train_margin=(0, 0.5, False), dev_block=(1, None, True), distill=(0, 1, True),
     interpolate=(0, 1, True), C=(0, None, False), budget_minutes=(0, None, True), translate=(0, 16, True),
     tta_shift=(0, 8, True), ema=(0, 1, True), bn_momentum=(0, 1, True), logit_scale=(0, None, False),
     bias_lr=(0, None, False), flip=(0, 1, True), reg_epochs=(0, None, True), muon_lr=(0, None, False),
@@ -172,6 +176,20 @@ def parse_override(text):
         return key.strip(), raw
 
 
+def teacher_path(config):
+    """The teacher's config file: the path as given, else relative to this repository (configs/...)."""
+    path = Path(config["teacher"])
+    return path if path.is_file() or path.is_absolute() else Path(__file__).resolve().parents[1] / path
+
+
+def check_teacher(config):
+    where = f"config '{config['name']}': teacher = {config['teacher']!r}"
+    if not teacher_path(config).is_file():
+        raise UserError(f"{where}: config file not found")
+    if config["task"] == "sentiment" or config["refit"]:  # the refit's dev rows would have no teacher targets
+        raise UserError(f"{where}: distillation needs an image task and refit = false")
+
+
 def load_config(path=None, overrides=(), last=None):
     """Defaults <- TOML file <- `key=value` overrides <- `last` (a sweep's own values, which must win)."""
     config = dict(DEFAULTS)
@@ -198,8 +216,14 @@ def load_config(path=None, overrides=(), last=None):
         scaled = scaled_regularisation(config)
         changed = {key: [config[key], value] for key, value in scaled.items() if value != config[key]}
         config = {**config, **scaled, SCALED_RECORD: changed}
-    if config["model"] == "cnn" and config["task"] != "cifar10":
-        raise UserError(f"config '{config['name']}': model 'cnn' needs task 'cifar10', got '{config['task']}'")
+    if config["model"] == "cnn" and config["task"] not in ("cifar10", "fashion"):
+        raise UserError(f"config '{config['name']}': model 'cnn' needs task 'cifar10' or 'fashion', got "
+                        f"'{config['task']}'")
+    if config["model"] == "cnn" and config["whiten"] and config["task"] != "cifar10":
+        raise UserError(f"config '{config['name']}': whiten = true needs task 'cifar10' (its stem whitens "
+                        f"3-channel patches), got '{config['task']}'")
+    if config["teacher"]:
+        check_teacher(config)
     if config["optimizer"] == "muon" and config["model"] != "cnn":
         raise UserError(f"config '{config['name']}': optimizer 'muon' needs model 'cnn' (it orthogonalizes conv "
                         f"filters), got model '{config['model']}'")

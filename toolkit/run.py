@@ -13,7 +13,7 @@ from toolkit import ranks
 from toolkit.augment import alternating_flips, batch_augment
 from toolkit.checkpoint import changed_keys, listed, safe_load, saved_config
 from cnn import init_whitening, make_cnn
-from toolkit.config import SCALED_RECORD, UserError, describe_scaling
+from toolkit.config import SCALED_RECORD, UserError, describe_scaling, load_config, teacher_path
 from toolkit.data import CLASS_NAMES, cap_train, dev_split, load_images, load_imdb, read_npz, resolve_data_dir
 from toolkit.faults import in_run
 from toolkit.files import write_json
@@ -288,10 +288,16 @@ def run(config, data_dir=None, out_root="runs", resume=False, overwrite=False, f
     if describe_scaling(config):
         say(describe_scaling(config))
     with shared_run_dir(out_root, config, resume, overwrite, fixed) as out_dir, in_run(out_dir, config, again):
+        extra, teaching = {}, 0.0
+        if config["teacher"]:  # first, so that its model and data are gone before the student's load
+            soft, extra["teacher"] = teach(config, data_dir, out_dir, device)
+            teaching = extra["teacher"]["wall_seconds"] = time.perf_counter() - start
         data = load_task(config, data_dir, device)
+        if config["teacher"]:
+            data = {**data, "soft": soft}
         torch.manual_seed(config["seed"])  # the same seed gives the same initial weights
         model = place(build_model(config, data["meta"]["input_dim"]), config, device)
-        extra = {"data_seconds": time.perf_counter() - start}
+        extra["data_seconds"] = time.perf_counter() - start - teaching
         if SCALED_RECORD in config:
             extra[SCALED_RECORD] = config[SCALED_RECORD]
         if init_from_data(model, config, data):  # true when a logistic regression was fitted
@@ -304,6 +310,45 @@ def run(config, data_dir=None, out_root="runs", resume=False, overwrite=False, f
         if config["refit"] and metrics["best_epoch"] is not None:
             metrics = refit_run(config, data, out_dir, metrics)
     return {**metrics, "run_dir": str(out_dir)}
+
+
+def run_or_skip(config, data_dir, out_root, force=False):
+    """run() into OUT/<name>/ for sweeps, `main.py default` and teachers: a re-run skips a configuration
+    already finished (same config hash) unless force, and resumes an interrupted one from its last.pt (also
+    one whose last writes failed after its metrics.json)."""
+    config = as_trained(config, pick_device(config["device"]))  # what run() compares and saves
+    out_dir = Path(out_root) / config["name"]
+    resume = not force and (out_dir / "last.pt").is_file()
+    if not force and not resume and (out_dir / "metrics.json").is_file():
+        metrics = json.loads((out_dir / "metrics.json").read_text())
+        if not changed_keys(metrics["config"], config) and refit_done(metrics):
+            print(f"{config['name']}: finished before, skipped (--force, or force=True, runs it again)", flush=True)
+            return {**metrics, "run_dir": str(out_dir)}  # as run() returns it
+    return run(config, data_dir, out_root, resume=resume, overwrite=force, fixed=True)
+
+
+def refit_done(metrics):
+    """False for a run whose refit (config refit = true) was stopped or failed: its metrics.json holds the
+    dev-selected run and its last.pt is gone, so without this check a re-run would skip it, the refit never made."""
+    return not metrics["config"].get("refit") or metrics["best_epoch"] is None or "refit" in metrics
+
+
+def teach(config, data_dir, out_dir, device):
+    """(the teacher's probabilities on the training images, its record): config's teacher trained into
+    out_dir/teacher/ (or its finished run reused), predicting as it does the test (test-time flips included)."""
+    teacher = load_config(teacher_path(config), last={"name": "teacher", "seed": config["seed"],
+                                                      "device": config["device"]})
+    for key in ("task", "dev_size", "max_train"):  # the same training images, in the same order
+        if teacher[key] != config[key]:
+            raise UserError(f"config '{config['name']}': its teacher {config['teacher']} has {key} = "
+                            f"{teacher[key]!r}, the student {config[key]!r}; they must train on the same images")
+    metrics = run_or_skip(teacher, data_dir, out_dir)
+    model, checkpoint = load_checkpoint(metrics["run_dir"])
+    trained = checkpoint["config"]
+    data = load_task(trained, data_dir, device)
+    probs = evaluate(place(model, trained, device), data["train"][0], None, trained, probabilities=True)[3]
+    record = {"config": config["teacher"], "best_dev_acc": metrics["best_dev_acc"], "seconds": metrics["seconds"]}
+    return probs.to(device), record
 
 
 def refit_run(config, data, out_dir, metrics):

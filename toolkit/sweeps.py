@@ -11,14 +11,12 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from toolkit import ranks
-from toolkit.checkpoint import changed_keys
 from toolkit.config import UserError, load_config
 from toolkit.data import ROOT, describe_test_estimate, sentiment_test_estimate
-from toolkit.run import as_trained, run
+from toolkit.run import run_or_skip
 from toolkit.files import write_csv
 from toolkit.files import hold
 from toolkit.plots import plot_spread, visualize_configs, visualize_epochs
-from toolkit.steps import pick_device
 
 SENTIMENT_BASE = ROOT / "configs" / "sentiment_mlp.toml"
 SENTIMENT_LINEAR = ROOT / "configs" / "sentiment_logreg.toml"  # the baseline row of every sentiment sweep
@@ -47,26 +45,6 @@ def sweep(sweep_name, key, values, names, base=SENTIMENT_BASE, data_dir=None, ou
 def hold_sweep(sweep_dir):
     """The sweep's folder lock, taken by rank 0 alone under torchrun (its ranks are one run, not rivals)."""
     return hold(sweep_dir) if ranks.is_main() else nullcontext()
-
-
-def run_or_skip(config, data_dir, sweep_dir, force=False):
-    """A sweep re-run skips configurations already finished (same config hash) unless force, and resumes
-    an interrupted one from its last.pt (also one whose last writes failed after its metrics.json)."""
-    config = as_trained(config, pick_device(config["device"]))  # what run() compares and saves
-    out_dir = sweep_dir / config["name"]
-    resume = not force and (out_dir / "last.pt").is_file()
-    if not force and not resume and (out_dir / "metrics.json").is_file():
-        metrics = json.loads((out_dir / "metrics.json").read_text())
-        if not changed_keys(metrics["config"], config) and refit_done(metrics):
-            print(f"{config['name']}: finished before, skipped (--force, or force=True, runs it again)", flush=True)
-            return {**metrics, "run_dir": str(out_dir)}  # as run() returns it
-    return run(config, data_dir, sweep_dir, resume=resume, overwrite=force, fixed=True)
-
-
-def refit_done(metrics):
-    """False for a run whose refit (config refit = true) was stopped or failed: its metrics.json holds the
-    dev-selected run and its last.pt is gone, so without this check a re-run would skip it, the refit never made."""
-    return not metrics["config"].get("refit") or metrics["best_epoch"] is None or "refit" in metrics
 
 
 def redraw_sweep(sweep_dir):

@@ -137,10 +137,11 @@ def lookahead_step(state, steps_per_epoch):
         t.copy_(avg)
 
 
-def train_one_epoch(state, step_model, train, config, augment, stop, last_path):
+def train_one_epoch(state, step_model, train, config, augment, stop, last_path, soft=None):
     """Steps state.step... of epoch state.epoch, each rank on its slice of every global batch. Returns False
     when the loss turned non-finite (state.diverged says where). On Ctrl-C or SIGTERM all ranks stop at the
-    same step, last.pt is written and Interrupted raised."""
+    same step, last.pt is written and Interrupted raised. soft: a teacher's probabilities [N, classes] for
+    the training rows, mixed into the targets by config distill (distillation)."""
     x, y = train
     n, size, world = x.shape[0], config["batch_size"], ranks.world_size()
     steps = math.ceil(n / size)
@@ -158,6 +159,7 @@ def train_one_epoch(state, step_model, train, config, augment, stop, last_path):
         idx = perm[i * size:(i + 1) * size]
         mine = ranks.shard(idx)
         xb, yb = take(x, mine), y[mine]
+        target = yb if soft is None else distilled_targets(soft[mine], yb, config["distill"])
         if augment is not None:
             xb = augment(xb, state.gen, mine, state.epoch)
         # DDP averages the ranks' gradients; each rank's summed loss over (global batch / ranks) makes that
@@ -165,7 +167,7 @@ def train_one_epoch(state, step_model, train, config, augment, stop, last_path):
         share = len(idx) / world
         criterion = lambda logits, target: F.cross_entropy(logits, target, label_smoothing=config["label_smoothing"],
                                                            reduction="sum") / share
-        logits, loss = train_step(step_model, state.optimizer, state.scaler, criterion, xb, yb, config["amp"])
+        logits, loss = train_step(step_model, state.optimizer, state.scaler, criterion, xb, target, config["amp"])
         state.scheduler.step()
         if state.ema is not None:
             state.ema.update_parameters(state.model)
@@ -185,6 +187,11 @@ def train_one_epoch(state, step_model, train, config, augment, stop, last_path):
                 state.save(last_path)
                 raise Interrupted(int(signum), last_path)
     return True
+
+
+def distilled_targets(probs, labels, weight):
+    """Each row's training target: weight x the teacher's probabilities + (1 - weight) x the one-hot label."""
+    return torch.lerp(F.one_hot(labels, probs.shape[1]).to(probs.dtype), probs, weight)
 
 
 def end_epoch(state, data, config, t0, out_dir):
@@ -250,7 +257,8 @@ def fit(model, data, config, out_dir, augment=None, extra=None, resume=False, st
     with stop_requests() as stop, closing_log(state):
         while state.epoch <= state.epochs:
             t0 = time.perf_counter()
-            if not train_one_epoch(state, step_model, data["train"], config, augment, stop, last_path):
+            soft = data.get("soft")  # a teacher's probabilities, when distilling
+            if not train_one_epoch(state, step_model, data["train"], config, augment, stop, last_path, soft):
                 say(f"{config['name']} diverged in epoch {state.epoch}: non-finite loss at its check after step "
                     f"{state.diverged['step']} (checked every 20 steps and at the epoch's end); lr {config['lr']} "
                     f"is probably too high", err=True)
