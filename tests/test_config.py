@@ -89,6 +89,7 @@ def test_every_shipped_config_is_valid():
     ("epochs", "expected key=value"),
     ("model=logreg", "model 'logreg' needs task 'sentiment' with features 'nb'"),
     ("interpolate=0.5", "interpolate = 0.5 needs task 'sentiment' with features 'nb'"),
+    ("self_train=2", "self_train = 2 needs task 'sentiment' with features 'nb'"),  # TF-IDF rows: it did nothing
     ("features=bow", "'features' = 'bow' is not one of"),
 ])
 def test_bad_values_are_rejected_with_a_message_naming_the_key(setting, message):

@@ -231,10 +231,12 @@ def load_config(path=None, overrides=(), last=None):
         if config["model"] == "cnn" and config["whiten"] and config[key] and config[key][0] != 24:
             raise UserError(f"config '{config['name']}': whiten = true needs {key}[0] = 24 (the whitening stem's "
                             f"channels), got {key} = {config[key]}")
-    if (config["model"] == "logreg" or config["interpolate"] > 0) and (config["task"], config["features"]) != (
-            "sentiment", "nb"):
-        what = "model 'logreg'" if config["model"] == "logreg" else f"interpolate = {config['interpolate']}"
-        raise UserError(f"config '{config['name']}': {what} needs task 'sentiment' with features 'nb'")
+    needs_nb = [what for what, wanted in (("model 'logreg'", config["model"] == "logreg"),
+                                          (f"interpolate = {config['interpolate']}", config["interpolate"] > 0),
+                                          (f"self_train = {config['self_train']}", config["self_train"] > 0))
+                if wanted]
+    if needs_nb and (config["task"], config["features"]) != ("sentiment", "nb"):
+        raise UserError(f"config '{config['name']}': {needs_nb[0]} needs task 'sentiment' with features 'nb'")
     return config
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from toolkit import ranks
 from toolkit.config import UserError, load_config
-from toolkit.data import ROOT, describe_test_estimate, sentiment_test_estimate
+from toolkit.data import ROOT, has_test_estimate, sentiment_test_estimate
 from toolkit.run import run_or_skip
 from toolkit.files import write_csv
 from toolkit.files import hold
@@ -90,7 +90,7 @@ def write_summary(sweep_dir, metrics):
              fmt(m["test_acc"]), f"{m['seconds']:.1f}"] for m in metrics]
     write_csv(sweep_dir / "summary.csv", SUMMARY_HEADER, rows)
     print_table(SUMMARY_HEADER, rows)
-    if describe_test_estimate(metrics[0]["config"], 0.0):  # sentiment on the default split
+    if has_test_estimate(metrics[0]["config"]):
         offset, spread = sentiment_test_estimate(0.0)
         print(f"test estimate: each dev accuracy + {100 * offset:.1f} +- {100 * spread:.1f} points; block dev reads "
               f"low, see hw3.md")
