@@ -88,8 +88,9 @@ DEFAULTS = dict(
                              # evaluations, which choose the checkpoint, leave them out
     ema=0.0,                 # weight EMA decay per step; 0 = off
     teacher="",              # distillation: a config file (path, or relative to this repository) trained first
-                             # into OUT/<name>/teacher/; its flip-averaged probabilities on the training images
-                             # become the targets (Ba & Caruana 2014); "" = the labels alone
+                             # into OUT/<name>/teacher/ (a finished one of the same config is reused, --overwrite
+                             # too); its flip-averaged probabilities on the training images become the targets
+                             # (Ba & Caruana 2014); "" = the labels alone
     distill=1.0,             # with a teacher: its probabilities' weight in each target, the label's 1 - distill
     amp=False,               # mixed precision: bf16 on Ampere+ GPUs (else fp16 + grad scaler) and on bf16 CPUs
     compile=False,           # torch.compile the model (CUDA; slow to start)
