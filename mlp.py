@@ -66,22 +66,25 @@ class SentimentClassifier(nn.Module):
     """MLP whose layers sit in an nn.ModuleList built from consecutive pairs of [input_dim, *hidden_dims,
     num_classes]; hidden_dims=[] is logistic regression. The activation (and dropout) follows every hidden
     layer, never the output. sparse_input=True makes the first layer a SparseLinear for TF-IDF rows.
-    Dense inputs of any shape are flattened, so the same class is the Fashion-MNIST MLP."""
+    Dense inputs of any shape are flattened, so the same class is the Fashion-MNIST MLP. batch_norm=True puts
+    a BatchNorm1d (in self.norms) between each hidden layer and its activation (Ioffe & Szegedy 2015)."""
 
-    def __init__(self, input_dim, num_classes, hidden_dims, activation="ReLU", dropout=0.0, sparse_input=False):
+    def __init__(self, input_dim, num_classes, hidden_dims, activation="ReLU", dropout=0.0, sparse_input=False,
+                 batch_norm=False):
         super().__init__()
         sizes = [input_dim, *hidden_dims, num_classes]
         self.layers = nn.ModuleList(
             SparseLinear(a, b) if sparse_input and i == 0 else nn.Linear(a, b)
             for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])))
+        self.norms = nn.ModuleList(nn.BatchNorm1d(h) if batch_norm else nn.Identity() for h in hidden_dims)
         self.activation = make_activation(activation)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x):
         if x.layout == torch.strided:
             x = x.flatten(1)
-        for layer in self.layers[:-1]:
-            x = self.dropout(self.activation(layer(x)))
+        for layer, norm in zip(self.layers[:-1], self.norms):
+            x = self.dropout(self.activation(norm(layer(x))))
         return self.layers[-1](x)
 
 

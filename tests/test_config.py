@@ -97,6 +97,11 @@ def test_bad_values_are_rejected_with_a_message_naming_the_key(setting, message)
         load_config(None, [setting])
 
 
+def test_batch_norm_with_batches_of_one_is_refused_before_any_data_loads():
+    with pytest.raises(UserError, match="batch_norm = true needs batch_size >= 2"):
+        load_config(None, ["batch_norm=true", "batch_size=1"])
+
+
 def test_bad_key_in_a_file_names_the_file(tmp_path):
     path = write(tmp_path, "epochs = 3\nbatchsize = 64\n")
     with pytest.raises(UserError, match=f"{path}: unknown key 'batchsize'"):

@@ -66,6 +66,30 @@ def test_a_run_saved_before_a_config_key_existed_is_still_recognised_as_finished
     assert "finished before, skipped" in capsys.readouterr().out
 
 
+def test_a_batch_norm_mlps_checkpoint_predicts_dev_as_the_run_scored_it(fashion_dir, tmp_path):
+    import torch
+    from toolkit.run import load_checkpoint
+    from toolkit.steps import evaluate
+    metrics = main.run_config("configs/fashion_mlp.toml", data_dir=fashion_dir, out=tmp_path, epochs=2,
+                              device="cpu", dev_size=50, hidden_dims=[16], batch_norm=True, plots=False)
+    model, checkpoint = load_checkpoint(tmp_path / "fashion_mlp")
+    assert any(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules())
+    dev = load_task(checkpoint["config"], fashion_dir, pick_device("cpu"))["dev"]
+    assert evaluate(model, *dev, checkpoint["config"])[1] == metrics["best_dev_acc"]  # running statistics saved
+
+
+def test_a_checkpoint_saved_before_a_model_key_existed_loads_with_that_keys_default(fashion_dir, tmp_path):
+    import torch
+    from toolkit.run import load_checkpoint
+    main.run_config("configs/fashion_mlp.toml", data_dir=fashion_dir, out=tmp_path, epochs=1, device="cpu",
+                    dev_size=50, hidden_dims=[16], batch_norm=False, plots=False)
+    path = tmp_path / "fashion_mlp" / "model.pt"
+    checkpoint = torch.load(path, weights_only=True)
+    del checkpoint["config"]["batch_norm"]  # as saved before batch_norm was added
+    torch.save(checkpoint, path)
+    assert load_checkpoint(tmp_path / "fashion_mlp")[1]["config"]["batch_norm"] is False
+
+
 def test_progress_bar_writes_nothing_when_output_is_not_a_terminal(capsys):
     for _ in progress_bar(range(500), "quiet"):
         pass

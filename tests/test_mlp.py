@@ -123,3 +123,19 @@ def test_a_name_mlp_does_not_have_is_an_attribute_error():
     import mlp
     with pytest.raises(AttributeError, match="visualize_everything"):
         mlp.visualize_everything
+
+
+def test_batch_norm_standardises_each_hidden_layer_before_its_activation():
+    torch.manual_seed(0)
+    model = SentimentClassifier(6, 3, [5, 4], activation="Tanh", batch_norm=True).train()
+    assert [type(n) for n in model.norms] == [nn.BatchNorm1d, nn.BatchNorm1d]
+    x = torch.randn(32, 6) * 3 + 1
+    standardise = lambda h: (h - h.mean(0)) / torch.sqrt(h.var(0, unbiased=False) + 1e-5)  # fresh BN: scale 1
+    h = torch.tanh(standardise(model.layers[0](x)))
+    h = torch.tanh(standardise(model.layers[1](h)))
+    assert torch.allclose(model(x), model.layers[2](h), atol=1e-5)
+
+
+def test_without_batch_norm_the_weights_are_the_plain_mlps():
+    keys = set(SentimentClassifier(6, 2, [5, 4]).state_dict())
+    assert keys == {f"layers.{i}.{p}" for i in range(3) for p in ("weight", "bias")}  # old checkpoints still load

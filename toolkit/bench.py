@@ -37,7 +37,7 @@ from toolkit.steps import amp_dtype, make_optimizer, take, train_step
 # to 0 on a cosine. The textbook one is the homework skeleton's: batches of 64, a constant lr 1e-3.
 # A 5,000-image dev split leaves one run's accuracy noisy, so every system runs SEEDS times.
 MLP_SETTINGS = ["hidden_dims=[512, 256]", "activation='relu'", "optimizer='adam'", "dropout=0.0", "augment=false",
-                "label_smoothing=0.0", "weight_decay=0.0", "amp=false", "name='bench_fashion'"]
+                "label_smoothing=0.0", "weight_decay=0.0", "amp=false", "batch_norm=false", "name='bench_fashion'"]
 TOOLKIT_RECIPE = ["batch_size=512", "lr=2e-3", "scheduler='cosine'"]
 TEXTBOOK_RECIPE = ["batch_size=64", "lr=1e-3", "scheduler='constant'"]
 SEEDS = (0, 1, 2)
@@ -124,8 +124,10 @@ def bench_fashion_whole(data_dir, epochs, rows, sets, rounds=3):
     the same every round, up to float rounding), as in the in-process rows."""
     where = ["--data-dir", str(resolve_data_dir(data_dir))]
     dev = next((s.split("=")[1] for s in sets if s.startswith("dev_size=")), "5000")
+    # the peers' plain MLP: no batch norm
     toolkit = lambda out: ["main.py", "run", "configs/fashion_mlp.toml", "--set", "hidden_dims=[256, 128]", "--set",
-                           f"epochs={epochs}", "--out", out, *where, *(a for s in sets for a in ("--set", s))]
+                           "batch_norm=false", "--set", f"epochs={epochs}", "--out", out, *where,
+                           *(a for s in sets for a in ("--set", s))]
     peer = lambda system: lambda out: ["-m", "toolkit.peers", system, "--epochs", str(epochs), "--dev-size", dev,
                                        "--out", out, *where]
     read = lambda path: json.loads(Path(path).read_text())

@@ -21,6 +21,8 @@ DEFAULTS = dict(
     activation="ReLU",       # any name in mlp.ACTIVATIONS, case-insensitive
     dropout=0.0,             # probability, applied after every hidden activation (training only); reg_epochs
                              # scales it down in a shorter run
+    batch_norm=False,        # a batch norm between each hidden layer and its activation (statistics of the batch in
+                             # training, running averages in evaluation)
     init="default",          # default (PyTorch's) | zeros | constant | normal (std 1) | xavier | kaiming
     interpolate=0.0,         # sentiment, nb features: weight of the NB logistic regression's probabilities
                              # mixed into the MLP's at evaluation (dev, test); 0 = the MLP alone
@@ -225,6 +227,9 @@ def load_config(path=None, overrides=(), last=None):
                         f"3-channel patches), got '{config['task']}'")
     if config["teacher"]:
         check_teacher(config)
+    if config["batch_norm"] and config["batch_size"] < 2:
+        raise UserError(f"config '{config['name']}': batch_norm = true needs batch_size >= 2 (a batch norm "
+                        f"standardises over the batch), got {config['batch_size']}")
     if config["optimizer"] == "muon" and config["model"] != "cnn":
         raise UserError(f"config '{config['name']}': optimizer 'muon' needs model 'cnn' (it orthogonalizes conv "
                         f"filters), got model '{config['model']}'")

@@ -13,7 +13,7 @@ from toolkit import ranks
 from toolkit.augment import alternating_flips, batch_augment
 from toolkit.checkpoint import changed_keys, listed, safe_load, saved_config
 from cnn import init_whitening, make_cnn
-from toolkit.config import SCALED_RECORD, UserError, describe_scaling, load_config, teacher_path
+from toolkit.config import DEFAULTS, SCALED_RECORD, UserError, describe_scaling, load_config, teacher_path
 from toolkit.data import CLASS_NAMES, cap_train, dev_split, load_images, load_imdb, read_npz, resolve_data_dir
 from toolkit.faults import in_run
 from toolkit.files import write_json
@@ -163,7 +163,8 @@ def build_model(config, input_dim):
     if config["model"] == "logreg":
         return linear()
     model = SentimentClassifier(input_dim, num_classes, config["hidden_dims"], config["activation"],
-                                config["dropout"], sparse_input=config["task"] == "sentiment")
+                                config["dropout"], sparse_input=config["task"] == "sentiment",
+                                batch_norm=config["batch_norm"])
     model = initialize(model, config["init"])
     return Interpolated(model, linear(), config["interpolate"]) if config["interpolate"] > 0 else model
 
@@ -388,6 +389,8 @@ def load_checkpoint(run_dir):
         raise UserError(f"{path}: no checkpoint (train with `main.py run` first)")
     try:
         checkpoint = safe_load(path)
+        # a checkpoint saved before a key existed trained with that key's default
+        checkpoint["config"] = {**DEFAULTS, **checkpoint["config"]}
         model = build_model(checkpoint["config"], checkpoint["meta"]["input_dim"])
         model.load_state_dict(checkpoint["model"])
     except UserError:
