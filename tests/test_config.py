@@ -52,6 +52,15 @@ def test_what_reg_epochs_scaled_is_recorded_and_a_full_length_run_records_nothin
                                        "label_smoothing 0.1 -> 0.0333")
 
 
+def test_a_run_shorter_than_reg_epochs_predicts_without_mirror_images(tmp_path):
+    path = write(tmp_path, "reg_epochs = 30\nepochs = 30\ntta_flip = true\n")
+    assert load_config(path)["tta_flip"] is True
+    short = load_config(path, ["epochs=20"])  # trained on few mirrored images: their guesses would cost accuracy
+    assert short["tta_flip"] is False and short["scaled_by_reg_epochs"]["tta_flip"] == [True, False]
+    assert "tta_flip true -> false" in describe_scaling(short)
+    assert load_config(path, ["epochs=60"])["tta_flip"] is True
+
+
 def test_a_scaled_run_says_what_it_set_at_its_start_and_metrics_json_keeps_it(fashion_dir, tmp_path, capsys):
     path = write(tmp_path, "task = 'fashion'\nhidden_dims = [16]\nreg_epochs = 4\nepochs = 4\ndropout = 0.2\n"
                            "max_train = 100\ndev_size = 50\nplots = false\n")
