@@ -1,9 +1,10 @@
-"""Ideas for the Fashion-MNIST MLP, each measured in one plain loop (hw3.md, Part 3): random erasing, mixup,
-1-pixel shifts of a share of the images, weight averaging (SWA), batch norm, width, depth and length. Same
-split, normalisation and recipe as configs/fashion_mlp.toml (AdamW 2e-3, cosine to 0 per step, batches of 512,
-label smoothing 0.1, dropout 0.3, random mirror images, bf16 autocast, dev predicted with its mirror
-images); it prints dev every EVAL_EVERY epochs and the last epoch's. Only batch norm won, and it is in the
-toolkit (config batch_norm); erasing, mixup and SWA are not.
+"""Ideas for the Fashion-MNIST MLP, each measured in one plain loop (hw3.md, Part 3): random erasing, mixup, 1-pixel
+shifts of a share of the images, weight averaging (SWA), batch norm, width, depth and length. Same split,
+normalisation and recipe as configs/fashion_mlp.toml (AdamW 2e-3, cosine to 0 per step, batches of 512, label
+smoothing 0.1, dropout 0.3, random mirror images, bf16 autocast; dev predicted from the probabilities of each
+image and its mirror averaged, where the toolkit averages their logits); it prints dev every EVAL_EVERY epochs
+and the last epoch's. Only batch norm won, and it is in the toolkit (config batch_norm); erasing, mixup and SWA
+are not.
 
     python -m tools.fashion_mlp_ideas --data-dir DIR [--bn] [--erase P] [--mixup ALPHA] [--translate 1 --shifted P]
         [--swa FRACTION] [--hidden 1024,1024] [--epochs 60] [--lr 2e-3] [--dropout 0.3] [--seed 0]
@@ -15,8 +16,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
+from mlp import SentimentClassifier
 from toolkit.augment import batch_augment
 from toolkit.config import DEFAULTS
 from toolkit.run import load_vision
@@ -42,11 +42,7 @@ BATCH, WEIGHT_DECAY, SMOOTHING = 512, 1e-4, 0.1  # the config's
 torch.manual_seed(a.seed)
 d = load_vision({**DEFAULTS, "task": "fashion", "amp": True}, a.data_dir, torch.device("cpu"))  # bf16 images
 (xtr, ytr), (xdv, ydv) = d["train"], d["dev"]
-layers, prev = [nn.Flatten()], 784
-for h in map(int, a.hidden.split(",")):
-    layers += [nn.Linear(prev, h), *([nn.BatchNorm1d(h)] if a.bn else []), nn.ReLU(), nn.Dropout(a.dropout)]
-    prev = h
-model = nn.Sequential(*layers, nn.Linear(prev, 10))
+model = SentimentClassifier(784, 10, [int(h) for h in a.hidden.split(",")], "ReLU", a.dropout, batch_norm=a.bn)
 opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=WEIGHT_DECAY)
 n = len(ytr)
 steps = math.ceil(n / BATCH)
