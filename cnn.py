@@ -1,4 +1,4 @@
-"""The CNN for CIFAR-10 and 1-channel Fashion-MNIST: airbench-style conv groups (conv - pool - batch norm -
+"""The CNN for images of any number of channels (CIFAR-10, 1-channel Fashion-MNIST, your own): airbench-style conv groups (conv - pool - batch norm -
 GELU - conv - batch norm - GELU).
 
 widths = [stem, group1, group2, ...]: a stem at full resolution, then one group per further width, each
@@ -7,8 +7,8 @@ fp32 net is [24, 32, 64, 256] with the whitening stem (hw3.md lists each net's F
 
 The airbench options (KellerJordan/cifar10-airbench, airbench94.py), each a config key; hw3.md measures them:
 - whiten: the stem is a 2x2 patch-whitening conv: fixed weights, the eigenvectors of the training images'
-  2x2-patch covariance scaled to unit variance, each with its negative (2 * 12 = 24 channels, so widths[0]
-  must be 24), and a trained bias (airbench freezes it after 3 epochs; here it trains throughout, which
+  2x2-patch covariance scaled to unit variance, each with its negative: 2 x 4 x channels outputs (24 for RGB,
+  8 for grey), which replace widths[0]; and a trained bias (airbench freezes it after 3 epochs; here it trains throughout, which
   keeps every parameter in use for DDP). Decorrelated inputs from the first step, and faster than a 3x3
   stem of 24 channels with batch norm (hw3.md).
 - bn_scale = false: batch norm scales fixed at 1, shifts trained. bn_momentum: torch's convention (weight of
@@ -19,9 +19,6 @@ The airbench options (KellerJordan/cifar10-airbench, airbench94.py), each a conf
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-IN_CHANNELS = {"cifar10": 3, "fashion": 1}
-
 
 class Scale(nn.Module):
     def __init__(self, factor):
@@ -62,6 +59,7 @@ class ConvGroup(nn.Sequential):
 class Net(nn.Sequential):
     def __init__(self, widths, num_classes=10, whiten=False, logit_scale=1.0, in_channels=3, **options):
         if whiten:
+            widths = [whitened_width(in_channels), *widths[1:]]
             conv = nn.Conv2d(in_channels, widths[0], 2, padding=0, bias=True)  # 32 -> 31 pixels
             conv.weight.requires_grad_(False)  # set by init_whitening, then fixed
             stem = [conv, nn.GELU()]
@@ -72,9 +70,14 @@ class Net(nn.Sequential):
         super().__init__(*stem, *groups, *head, *([Scale(logit_scale)] if logit_scale != 1 else []))
 
 
+def whitened_width(channels, patch=2):
+    """The whitening stem's outputs: each eigenvector of the patch covariance and its negative."""
+    return 2 * channels * patch * patch
+
+
 @torch.no_grad()
 def init_whitening(net, images, eps=5e-4):
-    """Set the whitening stem of net from images [N, 3, H, W] (airbench uses 5,000 training images)."""
+    """Set the whitening stem of net from images [N, C, H, W] (airbench uses 5,000 training images)."""
     conv = net[0]
     c, h, w = conv.weight.shape[1:]
     patches = images.float().unfold(2, h, 1).unfold(3, w, 1).transpose(1, 3).reshape(-1, c * h * w)
@@ -83,6 +86,6 @@ def init_whitening(net, images, eps=5e-4):
     conv.weight.copy_(torch.cat([scaled, -scaled]))
 
 
-def make_cnn(config, num_classes):
-    return Net(config["widths"], num_classes, config["whiten"], config["logit_scale"], IN_CHANNELS[config["task"]],
+def make_cnn(config, num_classes, in_channels):
+    return Net(config["widths"], num_classes, config["whiten"], config["logit_scale"], in_channels,
                bn_scale=config["bn_scale"], bn_momentum=config["bn_momentum"], dirac=config["dirac"])

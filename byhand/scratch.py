@@ -17,9 +17,12 @@ from threadpoolctl import threadpool_limits  # installed with scikit-learn, whic
 
 from byhand import layers as nn
 from toolkit.checkpoint import config_hash
-from toolkit.config import UserError, load_config
-from toolkit.data import CLASS_NAMES, ROOT, cap_train, dev_split, load_images
-from toolkit.files import write_json, write_submission
+from toolkit.config import load_config
+from toolkit.errors import UserError
+from toolkit.data import ROOT
+from toolkit.files import write_json
+from toolkit.submission import write_indices
+from toolkit.tasks import TASKS, load_raw
 
 SCRATCH_CONFIG = ROOT / "configs" / "fashion_scratch.toml"
 ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
@@ -34,8 +37,9 @@ BLAS_THREADS = 1
 
 def check_supported(config):
     """UserError naming the first key byhand.layers cannot honour, before any data is loaded."""
-    if config["task"] == "sentiment":
-        raise UserError("explore scratch: task 'sentiment' is not supported by byhand.layers; use fashion or cifar10")
+    if TASKS[config["task"]].kind != "image":
+        raise UserError(f"explore scratch: task '{config['task']}' is text, and byhand.layers trains on images; use "
+                        f"an image task")
     if config["optimizer"] not in ("sgd", "momentum"):
         raise UserError(f"explore scratch: optimizer = '{config['optimizer']}': byhand.layers has sgd and "
                         f"momentum only")
@@ -50,13 +54,12 @@ def check_supported(config):
 
 def load_arrays(config, data_dir):
     """{'train', 'dev', 'test'}: (float32 [N, features], labels or None), split and normalized exactly as
-    toolkit.run.load_vision does: the same dev_split and max_train subset, the training part's per-channel
-    statistics."""
-    from toolkit.run import channel_stats
-    raw = load_images(config["task"], data_dir)
+    toolkit.tensors.load_images does: the same dev split and max_train subset, the training part's
+    per-channel statistics; and 'classes'."""
+    from toolkit.tensors import channel_stats, split
+    raw = load_raw(config["task"], data_dir, config)
     x, y = raw["train"]
-    tr, dv = dev_split(y, config["dev_size"])
-    tr = cap_train(tr, config["max_train"])
+    tr, x_dev, y_dev = split(raw, config)
     mean, std = (np.array(s, dtype=np.float32).reshape(1, -1, 1, 1) for s in channel_stats(x[tr]))
 
     def prep(images):  # uint8 [N, H, W(, C)] -> [N, C*H*W] in the torch side's [N, C, H, W] order
@@ -64,7 +67,8 @@ def load_arrays(config, data_dir):
         return ((images.astype(np.float32) / 255 - mean) / std).reshape(len(images), -1)
 
     x_test, y_test = raw["test"]
-    return {"train": (prep(x[tr]), y[tr]), "dev": (prep(x[dv]), y[dv]), "test": (prep(x_test), y_test)}
+    return {"train": (prep(x[tr]), y[tr]), "dev": (prep(x_dev), y_dev), "test": (prep(x_test), y_test),
+            "classes": raw["classes"]}
 
 
 def make_mlp(sizes, activation, rng):
@@ -96,7 +100,7 @@ def train_numpy(config, data_dir, out_dir):
     data_seconds = time.perf_counter() - start
     (x, y), (x_dev, y_dev) = data["train"], data["dev"]
     rng = np.random.default_rng(config["seed"])  # initial weights and batch order
-    net = make_mlp([x.shape[1], *config["hidden_dims"], len(CLASS_NAMES[config["task"]])], config["activation"], rng)
+    net = make_mlp([x.shape[1], *config["hidden_dims"], len(data["classes"])], config["activation"], rng)
     momentum = config["momentum"] if config["optimizer"] == "momentum" else 0.0
     opt, ce = nn.SGD(net, config["lr"], momentum), nn.SoftmaxCrossEntropy()
     history, best, diverged, bs = [], {"dev_acc": -1.0, "epoch": None}, None, config["batch_size"]
@@ -131,7 +135,7 @@ def train_numpy(config, data_dir, out_dir):
                 layer.params = params
             x_test, y_test = data["test"]
             _, test_acc, preds = evaluate(net, x_test, y_test)
-            write_submission(out_dir / "submission.csv", preds.tolist())
+            write_indices(out_dir / "submission.csv", preds)
     metrics = {"name": config["name"], "config": config, "config_hash": config_hash(config), "seed": config["seed"],
                "framework": "byhand.layers", "versions": {"numpy": np.__version__}, "blas_threads": BLAS_THREADS,
                "params": sum(layer.params[name].size for layer, name in net.parameters()),

@@ -9,12 +9,12 @@ import json
 import math
 import pathlib
 
-import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
+from matplotlib.figure import Figure
 
 from toolkit.files import write_json
-from toolkit.plots import save as save_figure  # atomic; sets the Agg backend
+from toolkit.plots import figure, save as save_figure  # atomic; no pyplot state
 
 SEED = 0
 XOR_INPUTS = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
@@ -55,7 +55,8 @@ def activation_errors(grid):
 
 
 def plot_activations(grid, path):
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    fig = Figure(figsize=(10, 7))
+    axes = fig.subplots(2, 2)
     for ax, (name, (fn, _)) in zip(axes.flat, ACTIVATIONS.items()):
         ax.plot(grid.numpy(), fn(grid).numpy(), label=f"{name}(x)")
         ax.plot(grid.numpy(), autograd_derivative(fn, grid).numpy(), "--", label=f"{name}'(x)")
@@ -110,7 +111,7 @@ def plot_graph(values, path):
     labels = {"x": "x", "y": "y", "z": "z", "h1": "h1 = ln x", "h2": "h2 = exp(y)",
               "h3": "h3 = h2 * z", "f": "f = h1 + h3"}
     edges = [("x", "h1"), ("y", "h2"), ("h2", "h3"), ("z", "h3"), ("h1", "f"), ("h3", "f")]
-    fig, ax = plt.subplots(figsize=(10, 4.5))
+    fig, ax = figure((10, 4.5))
     for src, dst in edges:
         ax.annotate("", xy=positions[dst], xytext=positions[src],
                     arrowprops=dict(arrowstyle="->", lw=1.5, shrinkA=38, shrinkB=38))

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from cnn import Net, init_whitening
-from toolkit.config import UserError, load_config
+from toolkit.config import load_config
+from toolkit.errors import UserError
 from toolkit import steps, train
 from toolkit.run import run
 from test_resume import signal_at_call, without_seconds
@@ -31,9 +32,12 @@ def test_the_whitening_stem_decorrelates_2x2_patches_to_unit_variance():
     assert not net[0].weight.requires_grad
 
 
-def test_whiten_needs_a_24_channel_stem(tmp_path):
-    with pytest.raises(UserError, match=r"whiten = true needs widths\[0\] = 24.*\[32, 64\]"):
-        load_config(None, settings(widths=[32, 64]))
+def test_the_whitening_stem_has_eight_channels_per_image_channel_whatever_widths_0_says():
+    for channels, stem in ((3, 24), (1, 8)):
+        net = Net([32, 16], whiten=True, in_channels=channels)
+        assert net[0].out_channels == stem and net[2][0].in_channels == stem  # the first group takes the stem's
+        init_whitening(net, torch.randn(50, channels, 8, 8))
+        assert torch.isfinite(net[0].weight).all()
 
 
 def test_frozen_bn_scales_dirac_convs_and_logit_scale():
@@ -90,7 +94,8 @@ def test_shift_tta_averages_shifted_views_half_and_half_with_the_unshifted_one()
 def test_the_checkpoint_is_chosen_without_the_shifted_views_and_its_dev_and_test_predicted_with_them(cifar_dir,
                                                                                                     tmp_path,
                                                                                                     monkeypatch):
-    from toolkit.run import load_checkpoint, load_task
+    from toolkit.predict import load_checkpoint
+    from toolkit.tensors import load_task
     from toolkit.steps import evaluate
     shifts, views = [], steps.tta_logits  # the tta_shift of every evaluated batch, in order
     monkeypatch.setattr(steps, "tta_logits", lambda model, xb, config: shifts.append(config["tta_shift"]) or
@@ -119,21 +124,21 @@ def test_the_airbench_recipe_trains_and_an_interrupted_run_resumes_exactly(cifar
     with pytest.raises(train.Interrupted):
         run(config, cifar_dir, tmp_path / "split")
     monkeypatch.undo()
-    resumed = run(config, cifar_dir, tmp_path / "split", resume=True)
+    resumed = run(config, cifar_dir, tmp_path / "split", folder="resume")
     assert without_seconds(resumed) == without_seconds(whole)
     assert (tmp_path / "split/cnn/submission.csv").read_text() == (tmp_path / "whole/cnn/submission.csv").read_text()
 
 
 def test_the_loop_hands_alternating_flips_every_training_row_once_an_epoch_with_its_epoch(cifar_dir, tmp_path,
                                                                                           monkeypatch):
-    from toolkit import run as experiment
-    calls, real = [], experiment.alternating_flips
+    import toolkit.run
+    calls, real = [], toolkit.run.alternating_flips
 
     def recording(n, seed):
         mirrored = real(n, seed)
         calls.append(n)
         return lambda idx, epoch: calls.append((idx.clone(), epoch)) or mirrored(idx, epoch)
-    monkeypatch.setattr(experiment, "alternating_flips", recording)
+    monkeypatch.setattr(toolkit.run, "alternating_flips", recording)
     run(load_config(None, settings(alternate_flip=True)), cifar_dir, tmp_path)
     n, batches = calls[0], calls[1:]
     assert n == 150  # the 200 images less 50 for dev
@@ -146,21 +151,21 @@ def test_the_loop_hands_alternating_flips_every_training_row_once_an_epoch_with_
 @pytest.mark.parametrize("autocast, trained", [(torch.bfloat16, [24, 16, 32]), (None, [24, 8, 16])])
 def test_amp_widths_are_the_net_trained_saved_and_recognised_as_finished_where_autocast_runs(
         cifar_dir, tmp_path, monkeypatch, capsys, autocast, trained):
-    from toolkit import run as experiment
-    from toolkit.run import run_or_skip
-    monkeypatch.setattr(experiment, "amp_dtype", lambda device, enabled: autocast if enabled else None)
+    import toolkit.run
+    from toolkit.predict import load_checkpoint
+    monkeypatch.setattr(toolkit.run, "amp_dtype", lambda device, enabled: autocast if enabled else None)
     config = load_config(None, settings(amp_widths=[24, 16, 32], amp=True, epochs=1))
     assert run(config, cifar_dir, tmp_path)["config"]["widths"] == trained
-    model, checkpoint = experiment.load_checkpoint(tmp_path / "cnn")  # what predict builds from model.pt
+    model, checkpoint = load_checkpoint(tmp_path / "cnn")  # what predict builds from model.pt
     head = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][0]
     assert checkpoint["config"]["widths"] == trained and head.in_features == trained[-1]
-    run_or_skip(config, cifar_dir, tmp_path)
+    toolkit.run.run_or_skip(config, cifar_dir, tmp_path)
     assert "finished before, skipped" in capsys.readouterr().out
 
 
-def test_amp_widths_need_a_24_channel_stem_too():
-    with pytest.raises(UserError, match=r"whiten = true needs amp_widths\[0\] = 24.*\[32, 64\]"):
-        load_config(None, settings(amp_widths=[32, 64]))
+def test_whiten_needs_a_convolutional_model():
+    with pytest.raises(UserError, match="whiten = true needs a convolutional model.*'mlp'"):
+        load_config(None, settings(model="mlp", optimizer="adam"))
 
 
 def test_orthogonalize_evens_out_a_matrix_spectrum_keeping_its_directions():
@@ -218,9 +223,9 @@ def test_muon_trains_a_cnn_and_resumes_exactly(cifar_dir, tmp_path, monkeypatch)
     with pytest.raises(train.Interrupted):
         run(config, cifar_dir, tmp_path / "split")
     monkeypatch.undo()
-    assert without_seconds(run(config, cifar_dir, tmp_path / "split", resume=True)) == without_seconds(whole)
+    assert without_seconds(run(config, cifar_dir, tmp_path / "split", folder="resume")) == without_seconds(whole)
 
 
 def test_muon_needs_conv_filters():
-    with pytest.raises(UserError, match="optimizer 'muon' needs model 'cnn'.*'mlp'"):
+    with pytest.raises(UserError, match="optimizer 'muon' needs a convolutional model.*'mlp'"):
         load_config(None, ["task='fashion'", "optimizer='muon'"])

@@ -36,7 +36,7 @@ def machine(monkeypatch, step_s, eval_s=1.0, epoch_step_s=None):
 
 
 def test_plan_takes_as_many_epochs_as_fit_in_the_budget_after_a_margin_and_the_final_test(imdb_dir, monkeypatch):
-    from toolkit.run import load_task
+    from toolkit.tensors import load_task
     import torch
     config = tiny(epochs=20)
     data = load_task(config, imdb_dir, torch.device("cpu"))  # 300 training reviews: 10 steps of 32 an epoch
@@ -114,7 +114,7 @@ def test_resume_keeps_the_plan_made_before_the_interruption(imdb_dir, tmp_path, 
         run(tiny(), imdb_dir, tmp_path)
     monkeypatch.setattr(train, "take", original)
     machine(monkeypatch, step_s=0.001)  # a faster machine now: it must not re-plan
-    metrics = run(tiny(), imdb_dir, tmp_path, resume=True)
+    metrics = run(tiny(), imdb_dir, tmp_path, folder="resume")
     assert len(metrics["history"]) == 2 and metrics["budget"]["epochs"] == 2
 
 

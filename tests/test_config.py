@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.config import DEFAULTS, UserError, describe_scaling, load_config
+from toolkit.config import DEFAULTS, describe_scaling, load_config
+from toolkit.errors import UserError
 from main import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,9 +97,9 @@ def test_every_shipped_config_is_valid():
     ("name=a/b", "'name' = 'a/b' must be a plain folder name"),
     ("augment=yes", "'augment' must be bool"),
     ("epochs", "expected key=value"),
-    ("model=logreg", "model 'logreg' needs task 'sentiment' with features 'nb'"),
-    ("interpolate=0.5", "interpolate = 0.5 needs task 'sentiment' with features 'nb'"),
-    ("self_train=2", "self_train = 2 needs task 'sentiment' with features 'nb'"),  # TF-IDF rows: it did nothing
+    ("model=logreg", "model 'logreg' needs a text task with features 'nb'"),
+    ("interpolate=0.5", "interpolate = 0.5 needs a text task with features 'nb'"),
+    ("self_train=2", "self_train = 2 needs a text task with features 'nb'"),  # TF-IDF rows: it did nothing
     ("features=bow", "'features' = 'bow' is not one of"),
 ])
 def test_bad_values_are_rejected_with_a_message_naming_the_key(setting, message):

@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 
 from toolkit import data
-from toolkit.config import UserError, load_config
-from toolkit.data import SENTIMENT_DEV_TEST, describe_test_estimate, dev_split, load_imdb
+from toolkit.config import DEFAULTS, load_config
+from toolkit.data import dev_split
+from toolkit.errors import UserError
+from toolkit.estimates import describe_test_estimate
+from toolkit.tasks import TASKS, load_raw
+
+
+def load_imdb(data_dir=None):
+    return load_raw("sentiment", data_dir, DEFAULTS)
 
 
 def no_network(*args, **kwargs):
@@ -60,7 +67,7 @@ def test_a_failed_download_leaves_no_folders_behind(tmp_path, monkeypatch):
         makes_folder_then_fails(f"{root}/FashionMNIST/raw")
     monkeypatch.setattr(datasets, "FashionMNIST", FashionMNIST)
     monkeypatch.setattr(tv_utils, "download_url", lambda url, root, **kw: makes_folder_then_fails(root))
-    for load in (lambda d: data.load_images("fashion", d), load_imdb):
+    for load in (lambda d: load_raw("fashion", d, DEFAULTS), load_imdb):
         with pytest.raises(UserError, match="download failed"):
             load(tmp_path / "typo" / "data")
         assert list(tmp_path.iterdir()) == []
@@ -74,7 +81,7 @@ def test_a_failed_download_leaves_no_folders_behind(tmp_path, monkeypatch):
 @pytest.mark.parametrize("line, message", [
     ("{not json", "train.jsonl:2: not a JSON object"),
     ('{"label": 1}', "train.jsonl:2: each line needs a string 'text'"),
-    ('{"text": "ok", "label": 3}', "train.jsonl:2: 'label' must be 0 or 1"),
+    ('{"text": "ok", "label": 3}', "train.jsonl:2: 'label' must be an integer 0..1, got 3"),
     ("", "train.jsonl:2: not a JSON object"),
 ])
 def test_broken_jsonl_lines_name_the_file_and_line(tmp_path, line, message):
@@ -110,7 +117,7 @@ def test_acl_imdb_folder_layout_is_read(tmp_path):
             folder = tmp_path / "aclImdb" / split / sub
             folder.mkdir(parents=True)
             (folder / "0_1.txt").write_text(text)
-    loaded = data.load_imdb(tmp_path)
+    loaded = load_imdb(tmp_path)
     assert loaded["train"][0] == ["bad", "good"] and loaded["test"][1].tolist() == [0, 1]
 
 
@@ -122,14 +129,14 @@ def test_acl_imdb_reviews_are_read_in_the_order_of_their_ids(tmp_path):
             folder.mkdir(parents=True)
             for review_id in (1000, 999, 10000, 2):
                 (folder / f"{review_id}_3.txt").write_text(f"{sub} {review_id}")
-    assert data.load_imdb(tmp_path)["train"][0][:4] == ["neg 2", "neg 999", "neg 1000", "neg 10000"]
+    assert load_imdb(tmp_path)["train"][0][:4] == ["neg 2", "neg 999", "neg 1000", "neg 10000"]
 
 
 def test_an_incomplete_acl_imdb_folder_is_refused_naming_what_is_missing(tmp_path):
     (tmp_path / "aclImdb" / "train" / "neg").mkdir(parents=True)
     (tmp_path / "aclImdb" / "train" / "neg" / "0_1.txt").write_text("bad")
     with pytest.raises(UserError, match="aclImdb/train/pos: no reviews"):
-        data.load_imdb(tmp_path)
+        load_imdb(tmp_path)
 
 
 def test_the_imdb_download_is_checked_and_extracted_whole(tmp_path, monkeypatch):
@@ -149,7 +156,7 @@ def test_the_imdb_download_is_checked_and_extracted_whole(tmp_path, monkeypatch)
     monkeypatch.setattr(tv_utils, "download_url", download_url)
     target = tmp_path / "data"
     target.mkdir()
-    assert data.load_imdb(target)["test"][0] == ["neg", "pos"]
+    assert load_imdb(target)["test"][0] == ["neg", "pos"]
     assert asked["md5"] == data.IMDB_MD5 and not (target / "aclImdb.partial").exists()
 
 
@@ -192,7 +199,7 @@ def test_block_dev_split_is_seeded_and_block_1_is_the_default_random_split():
 
 def test_a_sentiment_dev_accuracy_on_the_default_split_comes_with_the_calibrated_test_estimate():
     config = load_config(None, [])  # sentiment, 5,000 dev reviews in blocks of 100
-    offsets = [test - dev for dev, test in SENTIMENT_DEV_TEST]  # in points, from scored runs
+    offsets = [test - dev for dev, test in TASKS["sentiment"].scored]  # in points, from scored runs
     estimate = f"test estimate {90 + statistics.mean(offsets):.1f}% +- {statistics.stdev(offsets):.1f}"
     assert describe_test_estimate(config, 0.90).startswith(estimate)
     for other in ({"dev_block": 1}, {"dev_size": 100}, {"max_train": 1000}, {"task": "fashion"}):

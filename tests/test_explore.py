@@ -2,7 +2,7 @@ import csv
 
 import pytest
 
-from toolkit.config import UserError
+from toolkit.errors import UserError
 from toolkit.sweeps import explore_init, explore_mlp_activations, explore_mlp_learning_rates, explore_mlp_structures
 from main import main
 

@@ -258,15 +258,15 @@ def test_a_feature_cache_that_cannot_be_written_or_read_costs_time_not_the_run(t
     parts, config = [["good film", "bad film", "good plot"], ["bad plot"]], {"features": "tfidf", "ngram_max": 1,
                                                                             "min_df": 1, "max_features": 0}
     break_writes(monkeypatch, errno.ENOSPC, name="cache")
-    matrices, _, cached = features.text_features(parts, config, tmp_path / "cache")
+    matrices, _, cached, _ = features.text_features(parts, config, tmp_path / "cache")
     assert not cached and matrices[0].shape == (3, 4) and "not cached" in capsys.readouterr().err
     monkeypatch.undo()
     assert [p for p in (tmp_path / "cache").iterdir()] == []  # the half-written .npz is gone
     features.text_features(parts, config, tmp_path / "cache")
     [path] = (tmp_path / "cache").iterdir()
     path.write_bytes(path.read_bytes()[:100])  # damaged, as by a failing disk
-    matrices, _, cached = features.text_features(parts, config, tmp_path / "cache")
-    assert not cached and (sp.csr_matrix(matrices[0]) != features.load_matrices(path, 2)[0]).nnz == 0
+    matrices, _, cached, _ = features.text_features(parts, config, tmp_path / "cache")
+    assert not cached and (sp.csr_matrix(matrices[0]) != features.load_matrices(path, 2)[0][0]).nnz == 0
 
 
 def hold_in_another_process(folder):

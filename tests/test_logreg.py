@@ -69,7 +69,7 @@ def test_a_second_round_of_self_training_refits_on_the_first_rounds_guesses():
 
 def test_nb_features_are_binary_n_grams_that_keep_punctuation_and_one_letter_words(tmp_path):
     config = {"features": "nb", "ngram_max": 2, "min_df": 1, "max_features": 0}
-    (m,), _, _ = features.text_features([["a great film ! ! great"]], config, tmp_path)
+    (m,), _, _, _ = features.text_features([["a great film ! ! great"]], config, tmp_path)
     assert set(m.data) == {1.0}  # "great" twice is still 1
     vocabulary = features.make_vectorizer(config).fit([features.preprocess("a great film !")]).vocabulary_
     assert {"a", "!", "a great", "film !"} <= set(vocabulary)

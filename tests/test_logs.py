@@ -56,7 +56,7 @@ def test_a_resumed_run_continues_history_csv_and_its_events_without_duplicates(i
     with pytest.raises(train.Interrupted):
         run(config, imdb_dir, tmp_path / "split")
     monkeypatch.undo()
-    resumed = run(config, imdb_dir, tmp_path / "split", resume=True)
+    resumed = run(config, imdb_dir, tmp_path / "split", folder="resume")
     folder = tmp_path / "split" / "tiny"
     assert [r["epoch"] for r in read_csv(folder / "history.csv")] == ["1", "2", "3"]
     assert [(e, pytest.approx(v)) for e, v in scalars(folder, "accuracy/dev")] == [

@@ -11,10 +11,12 @@ import pytest
 
 import main
 from toolkit import system
-from toolkit.config import UserError, load_config
+from toolkit.config import load_config
+from toolkit.errors import UserError
 from toolkit.data import ROOT
-from toolkit.run import load_task
+from toolkit.tensors import load_task
 from toolkit.progress import progress_bar
+from toolkit.tasks import TASKS
 from toolkit.steps import pick_device
 
 
@@ -68,7 +70,7 @@ def test_a_run_saved_before_a_config_key_existed_is_still_recognised_as_finished
 
 def test_a_batch_norm_mlps_checkpoint_predicts_dev_as_the_run_scored_it(fashion_dir, tmp_path):
     import torch
-    from toolkit.run import load_checkpoint
+    from toolkit.predict import load_checkpoint
     from toolkit.steps import evaluate
     metrics = main.run_config("configs/fashion_mlp.toml", data_dir=fashion_dir, out=tmp_path, epochs=2,
                               device="cpu", dev_size=50, hidden_dims=[16], batch_norm=True, plots=False)
@@ -80,7 +82,7 @@ def test_a_batch_norm_mlps_checkpoint_predicts_dev_as_the_run_scored_it(fashion_
 
 def test_a_checkpoint_saved_before_a_model_key_existed_loads_with_that_keys_default(fashion_dir, tmp_path):
     import torch
-    from toolkit.run import load_checkpoint
+    from toolkit.predict import load_checkpoint
     main.run_config("configs/fashion_mlp.toml", data_dir=fashion_dir, out=tmp_path, epochs=1, device="cpu",
                     dev_size=50, hidden_dims=[16], batch_norm=False, plots=False)
     path = tmp_path / "fashion_mlp" / "model.pt"
@@ -104,14 +106,15 @@ def test_progress_bar_draws_on_a_terminal(monkeypatch, capsys):
 
 
 
-@pytest.mark.parametrize("task, huge", [("sentiment", True), (None, True), ("fashion", False), ("cifar10", False)])
-def test_only_commands_that_may_train_sentiment_put_torch_on_huge_pages(monkeypatch, task, huge):
-    # the sentiment MLP's 400 MB gradient gains from huge pages; the image tasks keep freed memory instead
+@pytest.mark.parametrize("task, huge", [("sentiment", True), ("texts", True), (None, True), ("fashion", False),
+                                        ("images", False)])
+def test_only_commands_that_may_train_on_texts_put_torch_on_huge_pages(monkeypatch, task, huge):
+    # the sentiment MLP's 400 MB gradient gains from huge pages; image tasks keep freed memory instead
     env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
     monkeypatch.setattr(os, "environ", env)  # this test's own copy: what set_allocator sets ends with it
     kept = []
     monkeypatch.setattr(system, "keep_freed_memory", lambda: kept.append(True))
-    system.set_allocator(task)
+    system.set_allocator(task and TASKS[task].kind)
     assert (env.get("THP_MEM_ALLOC_ENABLE") == "1") == huge
     assert kept == ([] if huge else [True])
 

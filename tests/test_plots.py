@@ -1,18 +1,29 @@
+import subprocess
+import sys
+
 import pytest
-from matplotlib import pyplot as plt
 
 from toolkit import plots
+from toolkit.data import ROOT
 from toolkit.plots import visualize_configs, visualize_epochs
 
 
 @pytest.fixture
 def drawn(monkeypatch):
-    """Keep each figure open long enough to inspect what was drawn."""
-    figures, close = [], plt.close
-    monkeypatch.setattr(plots.plt, "close", figures.append)
-    yield figures
-    for fig in figures:
-        close(fig)
+    """Each figure as it is saved, to inspect what was drawn."""
+    figures, save = [], plots.save
+    monkeypatch.setattr(plots, "save", lambda fig, path: figures.append(fig) or save(fig, path))
+    return figures
+
+
+def test_drawing_leaves_a_notebooks_matplotlib_backend_and_figures_as_they_were(tmp_path):
+    code = ("import matplotlib, matplotlib.pyplot as plt; from toolkit import plots; "
+            f"plots.visualize_epochs([1, 0.5], [1, 0.7], {str(tmp_path / 'loss.png')!r}); "
+            "assert matplotlib.get_backend() == 'svg', matplotlib.get_backend(); assert plt.get_fignums() == []")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          env={"MPLBACKEND": "svg", "PATH": ""})  # a backend the user chose
+    assert done.returncode == 0, done.stderr[-800:]
+    assert (tmp_path / "loss.png").stat().st_size > 0
 
 
 def test_visualize_epochs_writes_a_png_with_train_and_dev_lines(tmp_path, drawn):
@@ -59,3 +70,14 @@ def test_a_run_that_diverged_after_one_epoch_is_a_crossed_point_not_a_baseline(t
     crossed = [line for line in ax.get_lines() if line.get_marker() == "x"]
     assert len(dashed) == 1 and list(dashed[0].get_ydata()) == [0.6, 0.6]  # the baseline fitted once
     assert len(crossed) == 1 and list(crossed[0].get_ydata()) == [0.3]
+
+
+@pytest.mark.parametrize("k", [2, 10, 100])
+def test_a_confusion_matrix_names_every_class_in_readable_type_from_2_to_100_classes(tmp_path, drawn, k):
+    names = [f"class {i}" for i in range(k)]
+    plots.plot_confusion([i % k for i in range(3 * k)], [(i + 1) % k for i in range(3 * k)], names,
+                         tmp_path / "confusion.png")
+    fig, ax = drawn[0], drawn[0].axes[0]
+    labels = ax.get_xticklabels()
+    assert [t.get_text() for t in labels] == names and [t.get_text() for t in ax.get_yticklabels()] == names
+    assert min(t.get_fontsize() for t in labels) >= 5 and max(fig.get_size_inches()) <= 16

@@ -97,7 +97,7 @@ def test_a_signal_on_one_rank_stops_both_at_the_same_step_and_resume_continues(f
     assert "training state saved in" in err and "torchrun --standalone --nproc_per_node=2 main.py" in err
     assert (tmp_path / "two" / "tiny" / "last.pt").is_file()
     shutil.copytree(tmp_path / "two", tmp_path / "two-then-one")
-    resumed_alone = run(load_config(None, tiny()), fashion_dir, tmp_path / "two-then-one", resume=True)
+    resumed_alone = run(load_config(None, tiny()), fashion_dir, tmp_path / "two-then-one", folder="resume")
     assert_close(losses(resumed_alone), losses(one))  # a resume may also use another number of ranks
     code, err, _ = torchrun(tmp_path, fashion_dir, tmp_path / "two", extra=["--resume"])
     assert code == 0, err
@@ -137,7 +137,8 @@ def test_cpu_ranks_score_dev_with_the_batch_norm_statistics_model_pt_keeps(cifar
     # without SyncBatchNorm each CPU rank's running statistics follow its own slice of the batch; the scores
     # in metrics.json must be those of model.pt (rank 0's), as one process or `main.py predict` reads it
     import torch
-    from toolkit.run import load_checkpoint, load_task
+    from toolkit.predict import load_checkpoint
+    from toolkit.tensors import load_task
     from toolkit.steps import evaluate
     cnn = {"task": "cifar10", "model": "cnn", "widths": [8, 16], "epochs": 1, "optimizer": "nesterov"}
     code, err, _ = torchrun(tmp_path, cifar_dir, tmp_path / "two",

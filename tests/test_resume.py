@@ -51,7 +51,7 @@ def test_interrupted_and_resumed_run_ends_exactly_like_an_uninterrupted_one(imdb
         run(config, imdb_dir, tmp_path / "split")
     assert stopped.value.code == 130 and (tmp_path / "split" / "tiny" / "last.pt").is_file()
     monkeypatch.undo()
-    resumed = run(config, imdb_dir, tmp_path / "split", resume=True)
+    resumed = run(config, imdb_dir, tmp_path / "split", folder="resume")
     assert without_seconds(resumed) == without_seconds(whole)
     assert resumed["best_epoch"] == whole["best_epoch"]
     assert (tmp_path / "split/tiny/submission.csv").read_text() == (tmp_path / "whole/tiny/submission.csv").read_text()
@@ -74,7 +74,7 @@ def test_a_resumed_runs_seconds_count_the_interrupted_process_too(imdb_dir, tmp_
     assert 0 < state["seconds"] < 1000  # what the interrupted process took
     state["seconds"] = 1000.0  # as if it had taken 1,000 s
     torch.save(state, last)
-    resumed = run(config, imdb_dir, tmp_path, resume=True)
+    resumed = run(config, imdb_dir, tmp_path, folder="resume")
     assert 1000 < resumed["seconds"] < 2000  # the saved 1,000 s counted once, and this process's few
 
 
@@ -84,7 +84,7 @@ def test_a_run_saved_on_a_gpu_resumes_on_a_cpu(imdb_dir, tmp_path, monkeypatch):
     last, state = stopped_in_epoch_2(config, imdb_dir, tmp_path, monkeypatch)
     state["rng"][0]["gen"] = torch.zeros(16, dtype=torch.uint8)  # the size of a CUDA generator's state
     torch.save(state, last)
-    resumed = run(config, imdb_dir, tmp_path, resume=True)
+    resumed = run(config, imdb_dir, tmp_path, folder="resume")
     assert len(resumed["history"]) == 3 and not last.exists()
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from toolkit.checkpoint import safe_load
-from toolkit.config import UserError
+from toolkit.errors import UserError
 from main import main
 from test_faults import one_error_line, tiny_run
 from test_resume import signal_at_call

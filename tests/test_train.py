@@ -9,7 +9,9 @@ import torch
 
 from toolkit.config import load_config
 from toolkit.data import ROOT
-from toolkit.run import build_model, load_task, run
+from toolkit.models import build_model
+from toolkit.run import run
+from toolkit.tensors import load_task
 from toolkit.steps import evaluate, join_rows, take
 
 
@@ -55,7 +57,7 @@ def test_reloaded_checkpoint_predicts_identically(imdb_dir, tmp_path):
     run(config, imdb_dir, tmp_path / "runs")
     data = load_task(config, imdb_dir, torch.device("cpu"))
     checkpoint = torch.load(tmp_path / "runs" / "tiny" / "model.pt", weights_only=True)
-    model = build_model(checkpoint["config"], checkpoint["meta"]["input_dim"])
+    model = build_model(checkpoint["config"], checkpoint["meta"])
     model.load_state_dict(checkpoint["model"])
     _, dev_acc, _ = evaluate(model, *data["dev"], config)
     assert dev_acc == checkpoint["dev_acc"]
@@ -87,9 +89,9 @@ def test_take_selects_the_same_rows_of_sparse_and_dense_matrices():
 
 
 def test_second_run_reads_features_from_the_cache(imdb_dir, tmp_path):
-    from toolkit.run import _loaded
+    from toolkit.tensors import forget
     first = run(tiny(), imdb_dir, tmp_path / "a")
-    _loaded.clear()  # a new process: only the disk cache is left
+    forget()  # a new process: only the disk cache is left
     second = run(tiny(), imdb_dir, tmp_path / "b")
     assert (first["features"]["cached"], second["features"]["cached"]) == (False, True)
 
@@ -102,7 +104,7 @@ def test_logreg_run_writes_the_same_files_as_a_trained_model(imdb_dir, tmp_path)
     assert {"metrics.json", "model.pt", "submission.csv", "history.csv", "loss.png", "confusion.png"} <= files
     assert len(metrics["history"]) == 1 and metrics["best_dev_acc"] >= 0.95 and not (out / "last.pt").exists()
     assert 0.9 <= metrics["history"][0]["train_acc"] <= 1  # its training accuracy, over every training example
-    model = build_model(config, metrics["input_dim"])
+    model = build_model(config, metrics)
     model.load_state_dict(torch.load(out / "model.pt", weights_only=True)["model"])
     data = load_task(config, imdb_dir, torch.device("cpu"))
     assert evaluate(model, *data["dev"], config)[1] == metrics["best_dev_acc"]
@@ -113,7 +115,7 @@ def test_interpolated_run_evaluates_the_mixture_with_the_fitted_linear_model(imd
     metrics = run(config, imdb_dir, tmp_path / "runs")
     saved = torch.load(tmp_path / "runs" / "tiny" / "model.pt", weights_only=True)["model"]
     assert any(k.startswith("linear.") for k in saved) and metrics["best_dev_acc"] >= 0.95
-    model = build_model(config, metrics["input_dim"])
+    model = build_model(config, metrics)
     model.load_state_dict(saved)
     data = load_task(config, imdb_dir, torch.device("cpu"))
     assert evaluate(model, *data["dev"], config)[1] == metrics["best_dev_acc"]
@@ -126,7 +128,7 @@ def test_refit_trains_afresh_on_train_and_dev_and_writes_the_submission_from_tha
     assert metrics["refit"]["epochs"] == metrics["best_epoch"] and metrics["refit"]["train_examples"] == 400
     assert json.loads((out / "metrics.json").read_text())["refit"]["epochs"] == metrics["best_epoch"]
     refitted = torch.load(out / "model_refit.pt", weights_only=True)
-    model = build_model(config, metrics["input_dim"])
+    model = build_model(config, metrics)
     model.load_state_dict(refitted["model"])
     data = load_task(config, imdb_dir, torch.device("cpu"))
     _, _, preds = evaluate(model, data["refit"]["test"][0], None, config)  # NB-weighed by train + dev

@@ -8,8 +8,10 @@ import torch
 
 from toolkit.augment import batch_augment
 from cnn import Net
-from toolkit.config import UserError, load_config
-from toolkit.data import ROOT, load_images
+from toolkit.config import DEFAULTS, load_config
+from toolkit.data import ROOT
+from toolkit.errors import UserError
+from toolkit.tasks import TASKS, load_raw
 from toolkit.run import run
 from main import main
 
@@ -25,7 +27,7 @@ def fashion_config(**changes):
 
 
 def test_local_kaggle_style_folder_loads(fashion_dir):
-    loaded = load_images("fashion", fashion_dir)
+    loaded = load_raw("fashion", fashion_dir, DEFAULTS)
     x, y = loaded["train"]
     assert x.shape == (300, 28, 28) and x.dtype == np.uint8 and y.tolist()[:3] == [0, 1, 2]
     assert loaded["test"][0].shape == (40, 28, 28) and loaded["test"][1] is None
@@ -39,10 +41,10 @@ def without_np_load(monkeypatch):
 
 def test_prefetched_image_files_give_the_arrays_np_load_gives(fashion_dir, monkeypatch):
     from toolkit import data
-    expected = load_images("fashion", fashion_dir)
-    data.prefetch_images("fashion", fashion_dir)
+    expected = load_raw("fashion", fashion_dir, DEFAULTS)
+    data.prefetch_npz(TASKS["fashion"], fashion_dir)
     without_np_load(monkeypatch)
-    loaded = load_images("fashion", fashion_dir)
+    loaded = load_raw("fashion", fashion_dir, DEFAULTS)
     assert np.array_equal(loaded["train"][0], expected["train"][0]) and loaded["train"][0].flags.writeable
     assert np.array_equal(loaded["train"][1], expected["train"][1])
     assert np.array_equal(loaded["test"][0], expected["test"][0]) and loaded["test"][1] is None
@@ -52,17 +54,17 @@ def test_prefetched_image_files_give_the_arrays_np_load_gives(fashion_dir, monke
 def test_a_file_changed_after_its_prefetch_is_read_again(fashion_dir):
     from toolkit import data
     path = fashion_dir / "fashion_mnist" / "train.npz"
-    data.prefetch_images("fashion", fashion_dir)
+    data.prefetch_npz(TASKS["fashion"], fashion_dir)
     data._prefetched[path].result()  # the thread has read the old file
     x = np.full((5, 28, 28), 7, np.uint8)
     np.savez(path, x=x, y=np.arange(5))
-    assert np.array_equal(load_images("fashion", fashion_dir)["train"][0], x)
+    assert np.array_equal(load_raw("fashion", fashion_dir, DEFAULTS)["train"][0], x)
 
 
 def test_a_new_prefetch_drops_what_an_earlier_run_left_untaken(fashion_dir, cifar_dir):
     from toolkit import data
-    data.prefetch_images("fashion", fashion_dir)  # as if that run had failed before reading its files
-    data.prefetch_images("cifar10", cifar_dir)
+    data.prefetch_npz(TASKS["fashion"], fashion_dir)  # as if that run had failed before reading its files
+    data.prefetch_npz(TASKS["cifar10"], cifar_dir)
     assert sorted(p.parent.name for p in data._prefetched) == ["cifar10", "cifar10"]
 
 
@@ -71,9 +73,9 @@ def test_files_the_prefetch_leaves_to_np_load_still_load(fashion_dir):
     path = fashion_dir / "fashion_mnist" / "train.npz"
     x = np.asfortranarray(np.arange(6 * 28 * 28, dtype=np.uint8).reshape(6, 28, 28))  # Fortran order
     np.savez(path, x=x, y=np.arange(6))
-    data.prefetch_images("fashion", fashion_dir)
+    data.prefetch_npz(TASKS["fashion"], fashion_dir)
     assert data._prefetched[path].result()[1] is None
-    assert np.array_equal(load_images("fashion", fashion_dir)["train"][0], x)
+    assert np.array_equal(load_raw("fashion", fashion_dir, DEFAULTS)["train"][0], x)
 
 
 def test_a_damaged_file_gets_the_same_error_with_or_without_the_prefetch(fashion_dir):
@@ -82,9 +84,9 @@ def test_a_damaged_file_gets_the_same_error_with_or_without_the_prefetch(fashion
     errors = []
     for prefetch in (False, True):
         if prefetch:
-            data.prefetch_images("fashion", fashion_dir)
+            data.prefetch_npz(TASKS["fashion"], fashion_dir)
         with pytest.raises(UserError, match="train.npz: not a readable .npz file") as e:
-            load_images("fashion", fashion_dir)
+            load_raw("fashion", fashion_dir, DEFAULTS)
         errors.append(str(e.value))
     assert errors[0] == errors[1]
 
@@ -106,7 +108,7 @@ def test_malformed_npz_names_the_file_and_the_key(tmp_path, arrays, message):
     np.savez(folder / "train.npz", **arrays)
     np.savez(folder / "test_images.npz", x=np.zeros((2, 28, 28), np.uint8))
     with pytest.raises(UserError, match=message):
-        load_images("fashion", tmp_path)
+        load_raw("fashion", tmp_path, DEFAULTS)
 
 
 def test_malformed_data_exits_2_from_the_command_line(tmp_path, capsys):
@@ -282,14 +284,18 @@ def test_plot_of_a_run_without_its_data_says_that_the_figures_need_data_dir(fash
     assert main(["plot", str(tmp_path / "fashion"), "--data-dir", str(tmp_path / "elsewhere")]) == 2
     err = capsys.readouterr().err
     assert "curves redrawn, but the confusion matrix and image grid need the run's data (--data-dir)" in err
-    assert "fashion not found" in err and err.count("\n") == 1
+    assert "FashionMNIST not found" in err and err.count("\n") == 1
 
 
 def test_a_run_that_fails_before_writing_leaves_no_empty_folder(fashion_dir, tmp_path, capsys):
     run(fashion_config(), fashion_dir, tmp_path)
     (tmp_path / "fashion.toml").write_text('task = "fashion"\nepochs = 1\nhidden_dims = [8]\n')
-    args = ["run", str(tmp_path / "fashion.toml"), "--out", str(tmp_path), "--set", "dev_size=100000"]
-    assert main([*args, "--data-dir", str(fashion_dir)]) == 2  # a finished run there: this one would take fashion-2
+    broken = tmp_path / "broken" / "fashion_mnist"
+    broken.mkdir(parents=True)
+    (broken / "train.npz").write_bytes(b"not a zip")
+    (broken / "test.npz").write_bytes(b"not a zip")
+    args = ["run", str(tmp_path / "fashion.toml"), "--out", str(tmp_path)]
+    assert main([*args, "--data-dir", str(broken.parent)]) == 2  # a finished run there: this one would take fashion-2
     assert "fashion-2" in capsys.readouterr().out
     assert not (tmp_path / "fashion-2").exists() and (tmp_path / "fashion" / "model.pt").is_file()
 
@@ -304,7 +310,7 @@ def test_plots_false_draws_no_figures_and_main_py_plot_draws_them_later(fashion_
 
 
 def test_normalization_statistics_are_exact_on_large_image_sets():
-    from toolkit.run import channel_stats
+    from toolkit.tensors import channel_stats
     x = np.full((7000, 32, 32, 3), 200, np.uint8)  # 7.2M values per channel: float32 sums drift here
     x[:, :, :, 1] = 50
     mean, std = channel_stats(x)
@@ -313,7 +319,7 @@ def test_normalization_statistics_are_exact_on_large_image_sets():
 
 @pytest.mark.parametrize("shape", [(300, 28, 28), (300, 32, 32, 3)])
 def test_normalization_statistics_match_float64_numpy_per_channel(shape):
-    from toolkit.run import channel_stats
+    from toolkit.tensors import channel_stats
     x = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
     if x.ndim == 4:
         x[..., 1] //= 4  # channels with different statistics, so a mix-up of channels shows
@@ -323,7 +329,7 @@ def test_normalization_statistics_match_float64_numpy_per_channel(shape):
 
 
 def test_training_images_are_normalized_to_zero_mean_and_unit_std(cifar_dir):
-    from toolkit.run import load_task
+    from toolkit.tensors import load_task
     config = load_config(None, settings(task="cifar10", model="cnn", dev_size=50, device="cpu"))
     x = load_task(config, cifar_dir, torch.device("cpu"))["train"][0]
     assert x.mean((0, 2, 3)).abs().max() < 1e-4 and (x.std((0, 2, 3)) - 1).abs().max() < 1e-3
@@ -332,16 +338,15 @@ def test_training_images_are_normalized_to_zero_mean_and_unit_std(cifar_dir):
 @pytest.mark.parametrize("model, stored", [("mlp", torch.bfloat16), ("cnn", torch.float32)])
 def test_under_bf16_autocast_an_mlp_keeps_its_images_in_bf16_and_a_cnn_in_float32(cifar_dir, monkeypatch, model,
                                                                                    stored):
-    from toolkit import run as experiment
-    monkeypatch.setattr(experiment, "amp_dtype", lambda device, enabled: torch.bfloat16 if enabled else None)
-    monkeypatch.setattr(experiment, "_loaded", {})
+    import toolkit.tensors
+    monkeypatch.setattr(toolkit.tensors, "amp_dtype", lambda device, enabled: torch.bfloat16 if enabled else None)
     config = load_config(None, settings(task="cifar10", model=model, dev_size=50, device="cpu", amp=True))
-    data = experiment.load_task(config, cifar_dir, torch.device("cpu"))
+    data = toolkit.tensors.load_task(config, cifar_dir, torch.device("cpu"))  # this test's own folder: loaded afresh
     assert {data[part][0].dtype for part in ("train", "dev", "test")} == {stored}
 
 
 def test_a_linear_layer_under_bf16_autocast_computes_the_same_from_bf16_images_as_from_float32_ones():
-    from toolkit.run import image_tensor
+    from toolkit.tensors import image_tensor
     x = np.random.default_rng(0).integers(0, 256, (64, 28, 28), dtype=np.uint8)
     mean, std = torch.tensor(0.286).view(1, 1, 1, 1), torch.tensor(0.353).view(1, 1, 1, 1)
     layer = torch.nn.Linear(784, 16)
@@ -361,8 +366,8 @@ def test_missing_image_data_without_network_says_where_it_looked(tmp_path, monke
     def no_network(*args, **kwargs):
         raise RuntimeError("network is unreachable")
     monkeypatch.setattr(datasets, "CIFAR10", no_network)
-    with pytest.raises(UserError, match=f"cifar10 not found: looked for {tmp_path}/cifar10/train.npz.*--data-dir"):
-        load_images("cifar10", tmp_path)
+    with pytest.raises(UserError, match=f"CIFAR10 not found: looked for {tmp_path}/cifar10/train.npz.*--data-dir"):
+        load_raw("cifar10", tmp_path, DEFAULTS)
 
 
 def test_predict_refuses_a_foreign_torch_file(tmp_path, capsys):
@@ -441,7 +446,7 @@ def test_a_second_run_of_a_distilled_config_reuses_its_finished_teacher(fashion_
     config = fashion_config(teacher=str(teacher_file(tmp_path)), epochs=1)
     run(config, fashion_dir, tmp_path)
     model = (tmp_path / "fashion" / "teacher" / "model.pt").stat().st_mtime_ns
-    run({**config, "epochs": 2}, fashion_dir, tmp_path, overwrite=True)  # the student changed, its teacher did not
+    run({**config, "epochs": 2}, fashion_dir, tmp_path, folder="overwrite")  # the student changed, its teacher did not
     assert "teacher: finished before, skipped" in capsys.readouterr().out
     assert (tmp_path / "fashion" / "teacher" / "model.pt").stat().st_mtime_ns == model
 

@@ -24,9 +24,12 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from toolkit.config import UserError, load_config
+from toolkit.config import load_config
+from toolkit.errors import UserError
 from toolkit.data import ROOT, resolve_data_dir
-from toolkit.run import _loaded, as_trained, build_model, init_from_data, load_task, make_augment, place, run
+from toolkit.models import build_model, init_from_data, place
+from toolkit.run import as_trained, make_augment, run
+from toolkit.tensors import forget, load_task
 from toolkit.files import write_json, write_text
 from toolkit.system import keep_freed_memory
 from toolkit.peers import mlp_classifier, textbook_loop
@@ -152,8 +155,8 @@ def bench_sentiment(data_dir, rows, sets):
         saved, features.CACHE_DIR = features.CACHE_DIR, Path(cache)
         try:
             for label in ("cold", "cached"):
-                _loaded.clear()
-                metrics = run(config, data_dir, out, overwrite=True)  # the cached run replaces the cold one
+                forget()  # as a new process: only the disk cache (or none) to start from
+                metrics = run(config, data_dir, out, folder="overwrite")  # the cached run replaces the cold one
                 rows.append(row("sentiment_features", label, None, metrics["features"]["seconds"], None, None))
         finally:
             features.CACHE_DIR = saved
@@ -168,7 +171,7 @@ def make_step(config, data):
     epochs, evaluation or files around them."""
     x, y = data["train"]
     torch.manual_seed(0)
-    model = place(build_model(config, data["meta"]["input_dim"]), config, torch.device("cpu")).train()
+    model = place(build_model(config, data["meta"]), config, torch.device("cpu")).train()
     init_from_data(model, config, data)
     optimizer = make_optimizer(model, config, torch.device("cpu"))
     scaler = torch.amp.GradScaler("cpu", enabled=False)  # loss scaling is for fp16 on GPUs only
@@ -253,7 +256,7 @@ def bench_cnn(data_dir, steps, rows, ceiling, sets):
     config = load_config(ROOT / "configs" / "cifar10_cnn.toml", sets)
     data = load_task(config, data_dir, torch.device("cpu"))
     for amp in (False, True) if native_bf16() else (False,):
-        trained = as_trained({**config, "amp": amp}, torch.device("cpu"))  # the net a run trains: bf16, amp_widths
+        trained = as_trained({**config, "amp": amp}, None, torch.device("cpu"))  # the net a run trains: bf16, amp_widths
         step = make_step(trained, data)
         flops = step_flops(step)[0]  # the dtype does not change the count
         matmul = ceiling()

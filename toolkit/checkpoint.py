@@ -15,7 +15,8 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from toolkit.config import DEFAULTS, SCALED_WITH_EPOCHS, UserError
+from toolkit.config import DATA_RECORD, DEFAULTS, SCALED_WITH_EPOCHS
+from toolkit.errors import UserError
 from toolkit.files import atomic_path
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -124,11 +125,14 @@ def load_state(path, config):
 
 
 def changed_keys(saved, config):
-    """The config keys whose values differ ([] when the two configs are the same run). A key the saved
-    config lacks (added to config.py after that run) counts as its default, so old runs stay valid."""
+    """The config keys whose values differ ([] when the two configs are the same run), the data folder of
+    your own data included (DATA_RECORD). A key the saved config lacks (added to config.py after that run)
+    counts as its default, so old runs stay valid."""
     if config_hash(saved) == config_hash(config):
         return []
-    return sorted(k for k in config if k in DEFAULTS and saved.get(k, DEFAULTS.get(k)) != config[k])
+    keys = set(config) | set(saved)
+    return sorted(k for k in keys if (k in DEFAULTS or k == DATA_RECORD)
+                  and saved.get(k, DEFAULTS.get(k)) != config.get(k, DEFAULTS.get(k)))
 
 
 def listed(changed, saved, config):
@@ -171,6 +175,8 @@ def safe_load(path, mmap=False, map_location="cpu"):
                         f"to continue") from None
 
 
-def save_best(path, state, config, epoch, dev_acc, meta):
-    """Best weights with the config and data facts (input size, normalization) that `predict` needs."""
-    torch_save({"model": state, "config": config, "epoch": epoch, "dev_acc": dev_acc, "meta": meta}, path)
+def save_best(path, state, config, epoch, dev_acc, meta, reader):
+    """Best weights with the config, the data's facts (classes, input size) and the reader that `predict` needs
+    to read new data as the run read its own (normalization, text vocabulary and weights, columns)."""
+    torch_save({"model": state, "config": config, "epoch": epoch, "dev_acc": dev_acc, "meta": meta,
+                "reader": reader}, path)

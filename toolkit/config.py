@@ -7,16 +7,16 @@ import ast
 import tomllib
 from pathlib import Path
 
-
-class UserError(Exception):
-    """A mistake the user can fix (bad file, key or value): reported as one line, exit code 2."""
-
+from toolkit.errors import UserError
+from toolkit.models import MODELS
+from toolkit.tasks import TASKS
 
 DEFAULTS = dict(
-    task="sentiment",        # sentiment | fashion | cifar10: which data set and model family
+    task="sentiment",        # a row of tasks.TASKS: sentiment | fashion | cifar10 (built in) | texts | images (your
+                             # own, from the data folder as Kaggle or torchvision ship it)
     name="",                 # run folder name under --out; empty = the config file's stem
-    model="mlp",             # mlp | cnn | logreg (NB logistic regression, scikit-learn; sentiment)
-    # MLP (sentiment and Fashion-MNIST)
+    model="mlp",             # a row of models.MODELS: mlp | cnn | logreg (NB logistic regression, scikit-learn)
+    # MLP (texts and images)
     hidden_dims=[512],       # hidden layer sizes; [] is a single linear layer
     activation="ReLU",       # any name in mlp.ACTIVATIONS, case-insensitive
     dropout=0.0,             # probability, applied after every hidden activation (training only); reg_epochs
@@ -27,11 +27,12 @@ DEFAULTS = dict(
     interpolate=0.0,         # sentiment, nb features: weight of the NB logistic regression's probabilities
                              # mixed into the MLP's at evaluation (dev, test); 0 = the MLP alone
     C=0.1,                   # model logreg: inverse L2 strength of scikit-learn's LogisticRegression
-    # CNN (CIFAR-10; Fashion-MNIST, as a teacher)
+    # CNN (images)
     widths=[64, 128, 256],   # channels of the stem, then of each conv group (each halves the resolution)
     amp_widths=[],           # widths instead, where `amp` runs (a CPU with native bf16, a GPU): there about twice
                              # the images/s buy a wider net within a time budget; [] = widths
-    whiten=False,            # cifar10: stem = fixed 2x2 patch-whitening conv from the training images (widths[0] = 24)
+    whiten=False,            # stem = fixed 2x2 patch-whitening conv from the training images, 8 channels per image
+                             # channel (24 for RGB), which take the place of widths[0]
     bn_scale=True,           # false: batch norm scales fixed at 1, only shifts trained (airbench)
     bn_momentum=0.1,         # weight of each batch in batch norm's running statistics (torch's convention)
     dirac=False,             # 3x3 convs start as the identity on their first c_in output channels
@@ -62,13 +63,22 @@ DEFAULTS = dict(
                              # and metrics.json records it (scaled_by_reg_epochs); 0 = always as given
     seed=0,
     device="auto",           # auto | cpu | cuda | mps
-    dev_size=5000,           # examples held out of train (seeded, stratified) for model selection
-    dev_block=100,           # sentiment: dev is whole blocks of this many consecutive reviews of a class (a
-                             # movie's reviews sit together, and the test set holds other movies); 1 = random
+    dev_size=5000,           # examples held out of train (seeded, stratified) for model selection, where the data
+                             # folder gives no validation split
+    dev_fraction=0.25,       # but at most this fraction of the training examples (a small data set)
+    dev_block=100,           # where neighbouring training rows are related (IMDB lists a movie's reviews together;
+                             # your own texts, where neighbours share far more words than random pairs), dev is
+                             # whole blocks of this many consecutive rows of a class; 1 = always random
     refit=False,             # then train afresh on train + dev for the best epoch count; submission.csv from that
     max_train=0,             # keep this many training examples (seeded random subset, after the dev split);
                              # 0 = all. For smoke runs (the notebook's NOTEBOOK_SMOKE=1); test sets stay whole
-    # sentiment features (scikit-learn; see features.py)
+    # your own data (folders.py): the columns, where the files leave them open; "" = found from the files
+    text_column="",          # texts: the column holding the text (default: the other column with the longest texts)
+    label_column="",         # the training file's label column (default: the column the test file lacks)
+    id_column="",            # the test file's id column (default: the sample submission's first, else one named id)
+    image_size=32,           # image files are resized to this many pixels a side (the short side, then the centre
+                             # cropped, as torchvision's Resize + CenterCrop)
+    # text features (scikit-learn; see features.py)
     features="tfidf",        # tfidf (TF-IDF n-grams) | nb (binary n-grams x naive Bayes log-count ratios)
     ngram_max=2,             # word n-grams 1..ngram_max
     min_df=2,                # drop n-grams seen in fewer training reviews
@@ -78,7 +88,7 @@ DEFAULTS = dict(
                              # dev or test text. No dev or test label is ever used (see logreg.py)
     self_train_margin=0.3,   # keep an unlabeled review when its predicted probability is this far from 0.5
     # images
-    augment=False,           # random flip + translate, on whole batches on the device (cifar10)
+    augment=False,           # random flip + translate, on whole batches on the device
     flip=0.5,                # when augmenting: probability of mirroring each training image; reg_epochs
                              # scales it down in a shorter run
     alternate_flip=False,    # instead, mirror a fixed random half in odd epochs, the other half in even (airbench)
@@ -105,8 +115,8 @@ DEFAULTS = dict(
 )
 
 CHOICES = dict(
-    task={"sentiment", "fashion", "cifar10"},
-    model={"mlp", "cnn", "logreg"},
+    task=set(TASKS),
+    model=set(MODELS),
     features={"tfidf", "nb"},
     init={"default", "zeros", "constant", "normal", "xavier", "kaiming"},
     optimizer={"sgd", "momentum", "nesterov", "adam", "adamw", "muon"},
@@ -125,7 +135,8 @@ RANGES = dict(
     interpolate=(0, 1, True), C=(0, None, False), budget_minutes=(0, None, True), translate=(0, 16, True),
     tta_shift=(0, 8, True), ema=(0, 1, True), bn_momentum=(0, 1, True), logit_scale=(0, None, False),
     bias_lr=(0, None, False), flip=(0, 1, True), reg_epochs=(0, None, True), muon_lr=(0, None, False),
-    muon_momentum=(0, 1, True), seed=(0, 2**31 - 1, True),  # numpy takes seeds < 2**32; each rank seeds seed + rank
+    muon_momentum=(0, 1, True), dev_fraction=(0, 1, False), image_size=(4, 1024, True),
+    seed=(0, 2**31 - 1, True),  # numpy takes seeds < 2**32; each rank seeds seed + rank
 )
 
 
@@ -190,12 +201,12 @@ def check_teacher(config):
     where = f"config '{config['name']}': teacher = {config['teacher']!r}"
     if not teacher_path(config).is_file():
         raise UserError(f"{where}: config file not found")
-    if config["task"] == "sentiment" or config["refit"]:  # the refit's dev rows would have no teacher targets
+    if TASKS[config["task"]].kind != "image" or config["refit"]:  # the refit's dev rows would have no teacher targets
         raise UserError(f"{where}: distillation needs an image task and refit = false")
 
 
-def load_config(path=None, overrides=(), last=None):
-    """Defaults <- TOML file <- `key=value` overrides <- `last` (a sweep's own values, which must win)."""
+def load_config(path=None, overrides=(), pinned=None):
+    """Defaults <- TOML file <- `key=value` overrides <- `pinned` (a sweep's own values, which must win)."""
     config = dict(DEFAULTS)
     if path is not None:
         path = Path(path)
@@ -210,43 +221,48 @@ def load_config(path=None, overrides=(), last=None):
         default_name = config["name"] or path.stem
     for text in overrides:
         key, value = parse_override(text)
-        if key in (last or {}):  # it would be silently replaced below
+        if key in (pinned or {}):  # it would be silently replaced below
             raise UserError(f"--set {text}: this sweep sets {key} itself, for each of its runs; drop it")
         config[key] = check_value(key, value, f"--set {text}")
-    for key, value in (last or {}).items():
+    for key, value in (pinned or {}).items():
         config[key] = check_value(key, value, "sweep")
     config["name"] = config["name"] or (default_name if path is not None else config["task"])
     if config["epochs"] < config["reg_epochs"]:
         scaled = scaled_regularisation(config)
         changed = {key: [config[key], value] for key, value in scaled.items() if value != config[key]}
         config = {**config, **scaled, SCALED_RECORD: changed}
-    if config["model"] == "cnn" and config["task"] not in ("cifar10", "fashion"):
-        raise UserError(f"config '{config['name']}': model 'cnn' needs task 'cifar10' or 'fashion', got "
-                        f"'{config['task']}'")
-    if config["model"] == "cnn" and config["whiten"] and config["task"] != "cifar10":
-        raise UserError(f"config '{config['name']}': whiten = true needs task 'cifar10' (its stem whitens "
-                        f"3-channel patches), got '{config['task']}'")
-    if config["teacher"]:
-        check_teacher(config)
-    if config["batch_norm"] and config["batch_size"] < 2:
-        raise UserError(f"config '{config['name']}': batch_norm = true needs batch_size >= 2 (a batch norm "
-                        f"standardises over the batch), got {config['batch_size']}")
-    if config["optimizer"] == "muon" and config["model"] != "cnn":
-        raise UserError(f"config '{config['name']}': optimizer 'muon' needs model 'cnn' (it orthogonalizes conv "
-                        f"filters), got model '{config['model']}'")
-    for key in ("widths", "amp_widths"):
-        if config["model"] == "cnn" and config["whiten"] and config[key] and config[key][0] != 24:
-            raise UserError(f"config '{config['name']}': whiten = true needs {key}[0] = 24 (the whitening stem's "
-                            f"channels), got {key} = {config[key]}")
-    needs_nb = [what for what, wanted in (("model 'logreg'", config["model"] == "logreg"),
-                                          (f"interpolate = {config['interpolate']}", config["interpolate"] > 0),
-                                          (f"self_train = {config['self_train']}", config["self_train"] > 0))
-                if wanted]
-    if needs_nb and (config["task"], config["features"]) != ("sentiment", "nb"):
-        raise UserError(f"config '{config['name']}': {needs_nb[0]} needs task 'sentiment' with features 'nb'")
+    check_combination(config)
     return config
 
 
+def check_combination(config):
+    """Keys that are valid alone but not together, judged by the task's and the model's rows."""
+    where = f"config '{config['name']}'"
+    task, model = TASKS[config["task"]], MODELS[config["model"]]
+    if task.kind not in model.takes:
+        raise UserError(f"{where}: model '{config['model']}' takes {' or '.join(model.takes)} data, and task "
+                        f"'{config['task']}' is {task.kind} data")
+    if config["whiten"] and not model.convolutional:
+        raise UserError(f"{where}: whiten = true needs a convolutional model (its stem whitens 2x2 patches), got "
+                        f"model '{config['model']}'")
+    if config["optimizer"] == "muon" and not model.convolutional:
+        raise UserError(f"{where}: optimizer 'muon' needs a convolutional model (it orthogonalizes conv filters), got "
+                        f"model '{config['model']}'")
+    if config["teacher"]:
+        check_teacher(config)
+    if config["batch_norm"] and config["batch_size"] < 2:
+        raise UserError(f"{where}: batch_norm = true needs batch_size >= 2 (a batch norm standardises over the "
+                        f"batch), got {config['batch_size']}")
+    needs_nb = [what for what, wanted in ((f"model '{config['model']}'", model.fitted),
+                                          (f"interpolate = {config['interpolate']}", config["interpolate"] > 0),
+                                          (f"self_train = {config['self_train']}", config["self_train"] > 0))
+                if wanted]
+    if needs_nb and (task.kind, config["features"]) != ("text", "nb"):
+        raise UserError(f"{where}: {needs_nb[0]} needs a text task with features 'nb'")
+
+
+# the data folder of a run of your own data (tasks.data_files), part of its identity: set by run, never by a user
+DATA_RECORD = "data"
 REGULARISATION = ("label_smoothing", "weight_decay")
 SCALED_WITH_EPOCHS = ("dropout", "flip", "tta_flip", *REGULARISATION)  # the keys scaled_regularisation sets
 # what load_config scaled, {key: [as given, as trained]}: derived from the keys above, never set by a user

@@ -1,48 +1,49 @@
-"""Data: IMDB reviews, Fashion-MNIST and CIFAR-10, from a local folder or downloaded the standard way.
+"""The built-in data sets' files, the dev split, and downloading the standard way.
 
-Local folders (DIR is --data-dir or $DATA_DIR) are tried first, so an offline computer never waits on the network:
+Each built-in task (tasks.py) reads its own folder in the data folder DIR (--data-dir, $DATA_DIR or data/):
   DIR/imdb/train.jsonl[.gz] + test.jsonl[.gz] or test_texts.jsonl[.gz]   {"text", "label"} per line
+  DIR/aclImdb/, as Stanford's archive unpacks
   DIR/fashion_mnist/ or DIR/cifar10/: train.npz (x, y) + test.npz (x, y) or test_images.npz (x)
-Otherwise the official archives are downloaded into DIR. Every problem with the files is a UserError that
-names the file and what is wrong.
+A reader returns None where its files are missing, and the task's download fetches the official archive
+into DIR. Every problem with the files is a UserError that names the file and what is wrong.
+
+What every reader returns, built in or your own (folders.py), is the raw data:
+  train, test  (x, y): texts (list of str) or uint8 images [N, H, W] (grey) or [N, H, W, C]; y int64
+               class indices, None for a test set without labels
+  classes      class names, where the files say them (else the task's row does)
+  related      True where neighbouring training rows describe the same thing (dev takes whole blocks)
+and, where the folder has them, dev (a given validation split), unlabeled (texts), ids (the test rows'
+ids), sample (the sample submission, submission.py).
 """
 import errno
 import gzip
 import json
 import os
 import shutil
-import statistics
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from toolkit.config import UserError
+from toolkit.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository: configs/, data/
 IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 IMDB_MD5 = "7c2ac02c03563afcf9b574c7e56c153a"  # as torchtext checks it: a truncated archive fails it
 # a download that failed on these is a fault of the machine (exit 1), not data missing (exit 2)
 DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
-IMAGE_SHAPES = {"fashion": (28, 28), "cifar10": (32, 32, 3)}
-IMAGE_FOLDERS = {"fashion": "fashion_mnist", "cifar10": "cifar10"}
-CLASS_NAMES = {
-    "sentiment": ["negative", "positive"],
-    "fashion": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                "Ankle boot"],
-    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
-}
 SPLIT_SEED = 0  # the dev split is the same for every run and seed, so runs compare on the same examples
-# IMDB models scored on the withheld test, as (block-dev %, test %) (hw3.md, Part 1): the default block split
-# reads low, as its held-out movies keep their other-class reviews in training, so each sentiment result
-# prints dev + the mean offset, +- the offsets' standard deviation
-SENTIMENT_DEV_TEST = ((88.42, 90.30), (90.35, 91.60), (88.34, 90.45), (90.60, 92.24))
 
 
 def resolve_data_dir(data_dir=None):
     """--data-dir, else $DATA_DIR, else data/ beside this file."""
     return Path(data_dir or os.environ.get("DATA_DIR") or ROOT / "data")
+
+
+def dev_size(config, n):
+    """How many of n training examples dev holds: dev_size, or dev_fraction of them where that is fewer."""
+    return min(config["dev_size"], max(1, int(config["dev_fraction"] * n)))
 
 
 def dev_split(labels, dev_size, seed=SPLIT_SEED, block=1):
@@ -71,26 +72,6 @@ def dev_split(labels, dev_size, seed=SPLIT_SEED, block=1):
     return np.setdiff1d(idx, dev_idx), dev_idx
 
 
-def sentiment_test_estimate(dev_acc):
-    """(estimate, spread) of the withheld-test accuracy from a default block-dev accuracy, as fractions."""
-    offsets = [(test - dev) / 100 for dev, test in SENTIMENT_DEV_TEST]
-    return dev_acc + statistics.mean(offsets), statistics.stdev(offsets)
-
-
-def has_test_estimate(config):
-    """Whether config is sentiment on the default split, the one SENTIMENT_DEV_TEST's offsets were measured on."""
-    split = tuple(config.get(k) for k in ("dev_block", "dev_size", "max_train"))
-    return config.get("task") == "sentiment" and split == (100, 5000, 0)
-
-
-def describe_test_estimate(config, dev_acc):
-    """'test estimate 93.6% +- 0.4; ...' for a sentiment dev accuracy on the default split, else ''."""
-    if not has_test_estimate(config):
-        return ""
-    estimate, spread = sentiment_test_estimate(dev_acc)
-    return f"test estimate {100 * estimate:.1f}% +- {100 * spread:.1f}; block dev reads low, see hw3.md"
-
-
 def cap_train(train_idx, max_train, seed=SPLIT_SEED):
     """A seeded random subset of max_train training indices (all of them when max_train is 0 or larger)."""
     if not max_train or max_train >= len(train_idx):
@@ -98,9 +79,39 @@ def cap_train(train_idx, max_train, seed=SPLIT_SEED):
     return np.sort(np.random.default_rng(seed).permutation(train_idx)[:max_train])
 
 
+def neighbours_related(texts, labels, pairs=2000, seed=SPLIT_SEED):
+    """Whether neighbouring texts of a class share clearly more words than random pairs of that class do: a
+    file that lists one movie's (or author's, or product's) texts together. Then a random dev split would
+    hold out texts whose neighbours, nearly the same, stay in training, and read high; dev takes whole blocks."""
+    rng = np.random.default_rng(seed)
+    words = lambda i: set(texts[i].lower().split())
+    jaccard = lambda a, b: len(a & b) / max(len(a | b), 1)
+    same = np.flatnonzero(labels[1:] == labels[:-1])
+    if len(same) < 20:
+        return False
+    near = rng.choice(same, min(pairs, len(same)), replace=False)
+    by_class = {c: np.flatnonzero(labels == c) for c in np.unique(labels)}
+    far = [rng.choice(by_class[labels[i]], 2) for i in near]
+    near_overlap = np.mean([jaccard(words(i), words(i + 1)) for i in near])
+    far_overlap = np.mean([jaccard(words(a), words(b)) for a, b in far])
+    return near_overlap > 1.2 * far_overlap
+
+
+def first_existing(folder, names):
+    return next((folder / n for n in names if (folder / n).is_file()), None)
+
+
+def check_labels(where, y, classes):
+    """y as int64 indices into classes, or a UserError naming the file (and key) and the values found."""
+    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= len(classes):
+        raise UserError(f"{where} labels must be integers 0..{len(classes) - 1}, got {y.dtype} in "
+                        f"[{y.min()}, {y.max()}]")
+    return y.astype(np.int64)
+
+
 # ---------------------------------------------------------------- IMDB
 
-def read_jsonl(path, need_labels):
+def read_jsonl(path, need_labels, classes):
     """Texts and labels (None when no line has one) of a .jsonl or .jsonl.gz file."""
     opener = gzip.open if path.suffix == ".gz" else open
     texts, labels = [], []
@@ -115,8 +126,9 @@ def read_jsonl(path, need_labels):
                     raise UserError(f"{path}:{n}: each line needs a string 'text'")
                 texts.append(row["text"])
                 if "label" in row:
-                    if row["label"] not in (0, 1) or isinstance(row["label"], bool):
-                        raise UserError(f"{path}:{n}: 'label' must be 0 or 1, got {row['label']!r}")
+                    if row["label"] not in range(len(classes)) or isinstance(row["label"], bool):
+                        raise UserError(f"{path}:{n}: 'label' must be an integer 0..{len(classes) - 1}, got "
+                                        f"{row['label']!r}")
                     labels.append(row["label"])
     except (UnicodeDecodeError, OSError, EOFError) as e:
         if isinstance(e, OSError) and e.errno:  # the disk failed, not the file: a fault of the machine
@@ -127,12 +139,8 @@ def read_jsonl(path, need_labels):
     if labels and len(labels) != len(texts):
         raise UserError(f"{path}: 'label' is on {len(labels)} of {len(texts)} lines; give it on all or none")
     if need_labels and not labels:
-        raise UserError(f"{path}: training reviews need a 'label' (0 or 1) on every line")
+        raise UserError(f"{path}: training reviews need a 'label' on every line")
     return texts, (np.array(labels, dtype=np.int64) if labels else None)
-
-
-def first_existing(folder, names):
-    return next((folder / n for n in names if (folder / n).is_file()), None)
 
 
 def read_acl_imdb(folder, split):
@@ -147,6 +155,23 @@ def read_acl_imdb(folder, split):
             texts.append(path.read_text(encoding="utf-8"))
             labels.append(label)
     return texts, np.array(labels, dtype=np.int64)
+
+
+def read_imdb(task, root, config):
+    """IMDB from DIR/imdb/*.jsonl[.gz] or DIR/aclImdb/, or None where neither is there. A movie's reviews sit
+    next to each other in both."""
+    local = root / task.folder
+    train_file = first_existing(local, ["train.jsonl", "train.jsonl.gz"])
+    if train_file:
+        test_file = first_existing(local, ["test.jsonl", "test.jsonl.gz", "test_texts.jsonl", "test_texts.jsonl.gz"])
+        if test_file is None:
+            raise UserError(f"{local}: found {train_file.name} but no test.jsonl[.gz] or test_texts.jsonl[.gz]")
+        return {"train": read_jsonl(train_file, True, task.classes), "test": read_jsonl(test_file, False, task.classes),
+                "related": True}
+    acl = root / "aclImdb"
+    if acl.is_dir():
+        return {"train": read_acl_imdb(acl, "train"), "test": read_acl_imdb(acl, "test"), "related": True}
+    return None
 
 
 def new_folders(path):
@@ -166,65 +191,50 @@ def remove_empty(folders):
             pass
 
 
-def download_failed(task, e, looked_for, folder=""):
+def download_failed(name, e, looked_for):
     """The error for a failed download: `e` itself where the disk failed it, else a UserError that says where
     the data was looked for (no network, a proxy, a corrupt download)."""
     if isinstance(e, OSError) and e.errno in DISK_ERRNOS:
         return e
-    return UserError(f"{task} not found: looked for {looked_for}, and the download failed ({type(e).__name__}); "
-                     f"put the files there or pass --data-dir (or DATA_DIR){folder}")
+    return UserError(f"{name} not found: looked for {looked_for}, and the download failed ({type(e).__name__}); put the "
+                     f"files there or pass --data-dir (or DATA_DIR) naming the folder that holds them")
 
 
-def download_imdb(data_dir):
-    """The Stanford archive into data_dir, its MD5 checked (torchvision fetches it again where a file there
-    fails it), then extracted beside aclImdb/ and renamed into place whole: an interrupted run leaves no part
-    of aclImdb/ for the next one to read as all of it."""
+def download_imdb(task, root):
+    """The Stanford archive into DIR, its MD5 checked (torchvision fetches it again where a file there fails
+    it), then extracted beside aclImdb/ and renamed into place whole: an interrupted run leaves no part of
+    aclImdb/ for the next one to read as all of it."""
     from torchvision.datasets.utils import download_url, extract_archive
-    download_url(IMDB_URL, str(data_dir), md5=IMDB_MD5)
-    partial = data_dir / "aclImdb.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    extract_archive(str(data_dir / "aclImdb_v1.tar.gz"), str(partial))
-    (partial / "aclImdb").rename(data_dir / "aclImdb")
-    shutil.rmtree(partial)
+    made = new_folders(root)
+    try:
+        download_url(IMDB_URL, str(root), md5=IMDB_MD5)
+        partial = root / "aclImdb.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        extract_archive(str(root / "aclImdb_v1.tar.gz"), str(partial))
+        (partial / "aclImdb").rename(root / "aclImdb")
+        shutil.rmtree(partial)
+    except Exception as e:
+        remove_empty(made)
+        raise download_failed("IMDB", e, f"{root / task.folder}/train.jsonl[.gz] and {root / 'aclImdb'}/train/") from None
+    return read_imdb(task, root, None)
 
 
-def load_imdb(data_dir=None):
-    """{'train': (texts, labels), 'test': (texts, labels or None)} from DIR/imdb, DIR/aclImdb or a download."""
-    data_dir = resolve_data_dir(data_dir)
-    local = data_dir / "imdb"
-    train_file = first_existing(local, ["train.jsonl", "train.jsonl.gz"])
-    if train_file:
-        test_file = first_existing(local, ["test.jsonl", "test.jsonl.gz", "test_texts.jsonl", "test_texts.jsonl.gz"])
-        if test_file is None:
-            raise UserError(f"{local}: found {train_file.name} but no test.jsonl[.gz] or test_texts.jsonl[.gz]")
-        return {"train": read_jsonl(train_file, True), "test": read_jsonl(test_file, False)}
-    acl = data_dir / "aclImdb"
-    if not acl.is_dir():
-        made = new_folders(data_dir)
-        try:
-            download_imdb(data_dir)
-        except Exception as e:
-            remove_empty(made)
-            raise download_failed("IMDB", e, f"{local}/train.jsonl[.gz] and {acl}/train/",
-                                  " naming a folder that has imdb/") from None
-    return {"train": read_acl_imdb(acl, "train"), "test": read_acl_imdb(acl, "test")}
+# ---------------------------------------------------------------- images in .npz files
 
-
-# ---------------------------------------------------------------- images
-
-_prefetched = {}  # path -> Future of (its stamp when read, {key: array} or None), from prefetch_images
+_prefetched = {}  # path -> Future of (its stamp when read, {key: array} or None), from prefetch_npz
 # the .npy format versions inflate_npz reads itself, by their header readers; np.load reads the others
 NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+TEST_NPZ = ["test.npz", "test_images.npz"]
 
 
-def prefetch_images(task, data_dir):
-    """Read a local image folder's .npz files in a thread, for read_npz to take: main.py starts it before
-    importing torch, whose import is Python holding the GIL, while zlib inflates without it. A task without
-    image files (sentiment) starts nothing."""
-    if task not in IMAGE_FOLDERS:
+def prefetch_npz(task, data_dir):
+    """Read a task's .npz files in a thread, for read_npz to take: main.py starts it before importing torch,
+    whose import is Python holding the GIL, while zlib inflates without it. A task whose files are not .npz
+    starts nothing."""
+    if task.load is not read_npz_folder:
         return
-    local = resolve_data_dir(data_dir) / IMAGE_FOLDERS[task]
-    paths = [p for p in (local / "train.npz", first_existing(local, ["test.npz", "test_images.npz"])) if p]
+    local = resolve_data_dir(data_dir) / task.folder
+    paths = [p for p in (local / "train.npz", first_existing(local, TEST_NPZ)) if p]
     pool = ThreadPoolExecutor(1)
     _prefetched.clear()  # what a failed run left untaken: one run's files are held at most
     _prefetched.update({p: pool.submit(inflate_npz, p) for p in paths if p.is_file()})
@@ -259,7 +269,7 @@ def inflate_npz(path):
 
 
 def npz_arrays(path):
-    """{key: array} of an .npz file: prefetch_images' arrays when it read the file as it is now, else np.load's
+    """{key: array} of an .npz file: prefetch_npz's arrays when it read the file as it is now, else np.load's
     (which meets any problem the thread met again, and reports it as if there had been no thread)."""
     job = _prefetched.pop(path, None)
     if job is not None and job.exception() is None:
@@ -268,6 +278,11 @@ def npz_arrays(path):
             return arrays
     with np.load(path, allow_pickle=False) as f:
         return {k: f[k] for k in f.files}
+
+
+def image_shape(task):
+    """The shape of one of the task's images as an array: [H, W] for grey, [H, W, C] else."""
+    return task.shape if task.channels == 1 else (*task.shape, task.channels)
 
 
 def read_npz(path, task, need_labels):
@@ -285,7 +300,7 @@ def read_npz(path, task, need_labels):
     if "x" not in arrays:
         raise UserError(f"{path}: missing key 'x' (found: {', '.join(arrays) or 'nothing'})")
     x, y = arrays["x"], arrays.get("y")
-    shape = IMAGE_SHAPES[task]
+    shape = image_shape(task)
     if x.dtype != np.uint8:
         raise UserError(f"{path}: 'x' must be uint8 images, got dtype {x.dtype}")
     if x.ndim != 1 + len(shape) or x.shape[1:] != shape:
@@ -294,31 +309,37 @@ def read_npz(path, task, need_labels):
         raise UserError(f"{path}: 'x' holds no images")
     if y is None:
         if need_labels:
-            raise UserError(f"{path}: missing key 'y' (labels 0..9)")
+            raise UserError(f"{path}: missing key 'y' (labels 0..{len(task.classes) - 1})")
         return x, None
     if y.ndim != 1 or len(y) != len(x):
         raise UserError(f"{path}: 'y' must be one label per image: x has {len(x)}, y has shape {list(y.shape)}")
-    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() > 9:
-        raise UserError(f"{path}: 'y' labels must be integers 0..9, got {y.dtype} in [{y.min()}, {y.max()}]")
-    return x, y.astype(np.int64)
+    return x, check_labels(f"{path}: 'y'", y, task.classes)
 
 
-def load_images(task, data_dir=None):
-    """{'train': (x, y), 'test': (x, y or None)}, x uint8 [N, H, W] or [N, H, W, C]."""
-    data_dir = resolve_data_dir(data_dir)
-    local = data_dir / IMAGE_FOLDERS[task]
-    if (local / "train.npz").is_file():
-        test_file = first_existing(local, ["test.npz", "test_images.npz"])
-        if test_file is None:
-            raise UserError(f"{local}: found train.npz but no test.npz or test_images.npz")
-        return {"train": read_npz(local / "train.npz", task, True), "test": read_npz(test_file, task, False)}
-    from torchvision import datasets
-    cls = datasets.FashionMNIST if task == "fashion" else datasets.CIFAR10
-    made = new_folders(data_dir / cls.__name__ / "raw")  # where FashionMNIST downloads; CIFAR10 into data_dir
-    try:
-        train, test = (cls(str(data_dir), train=t, download=True) for t in (True, False))
-    except Exception as e:
-        remove_empty(made)
-        raise download_failed(task, e, f"{local}/train.npz and torchvision's files in {data_dir}") from None
-    as_numpy = lambda d: (np.asarray(d.data, dtype=np.uint8), np.asarray(d.targets, dtype=np.int64))
-    return {"train": as_numpy(train), "test": as_numpy(test)}
+def read_npz_folder(task, root, config):
+    """{'train': (x, y), 'test': (x, y or None)} from DIR/<folder>/*.npz, or None where train.npz is missing."""
+    local = root / task.folder
+    if not (local / "train.npz").is_file():
+        return None
+    test_file = first_existing(local, TEST_NPZ)
+    if test_file is None:
+        raise UserError(f"{local}: found train.npz but no {' or '.join(TEST_NPZ)}")
+    return {"train": read_npz(local / "train.npz", task, True), "test": read_npz(test_file, task, False),
+            "related": False}
+
+
+def torchvision_set(name):
+    """download(task, root) for torchvision's data set class `name` (FashionMNIST, CIFAR10, CIFAR100, ...):
+    its files in DIR, downloaded where missing, as uint8 arrays."""
+    def download(task, root):
+        from torchvision import datasets
+        cls = getattr(datasets, name)
+        made = new_folders(root / cls.__name__ / "raw")  # where FashionMNIST downloads; CIFAR10 into DIR
+        try:
+            train, test = (cls(str(root), train=t, download=True) for t in (True, False))
+        except Exception as e:
+            remove_empty(made)
+            raise download_failed(name, e, f"{root / task.folder}/train.npz and torchvision's files in {root}") from None
+        as_numpy = lambda d: (np.asarray(d.data, dtype=np.uint8), np.asarray(d.targets, dtype=np.int64))
+        return {"train": as_numpy(train), "test": as_numpy(test), "related": False}
+    return download

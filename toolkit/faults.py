@@ -69,8 +69,10 @@ def describe(e, config=None):
     what = f"out of memory on the {'GPU' if gpu else 'CPU'}: asked for {asked(e)}"
     if config is None:
         return what, ""
-    size = f"widths {config['widths']}" if config["model"] == "cnn" else f"hidden_dims {config['hidden_dims']}"
-    return f"{what} with batch_size {config['batch_size']}, {size}", f"lower {size.split()[0]} or batch_size"
+    from toolkit.models import MODELS
+    size = MODELS[config["model"]].size  # the key that sizes the model, where it has one
+    return (f"{what} with batch_size {config['batch_size']}" + (f", {size} {config[size]}" if size else ""),
+            f"lower {size + ' or ' if size else ''}batch_size")
 
 
 def line(e, config=None):

@@ -8,8 +8,10 @@ Two kinds (config `features`):
          layer which n-grams carry sentiment before it learns anything
 The vectorizer and the ratios are fitted on the training part only, so dev and test scores are honest.
 Fitting uni+trigrams on 20,000 reviews and transforming 30,000 more is slow; the cache, keyed by a hash of
-the texts, the split and the featurizer settings, holds the vectorized matrices (the nb ratios, quick to
-compute, are recomputed from the training labels), so later runs start in seconds.
+the texts, the split and the featurizer settings, holds the vectorized matrices and the vocabulary (the nb
+ratios, quick to compute, are recomputed from the training labels), so later runs start in seconds.
+A run's model.pt keeps the vocabulary, the idf weights or nb ratios (its reader), so `predict` featurizes
+new texts exactly as the run did (`vectorize`).
 """
 import hashlib
 import json
@@ -48,8 +50,11 @@ def cache_key(texts, settings):
     return h.hexdigest()[:20]
 
 
-def save_matrices(path, matrices):
-    arrays = {}
+def save_matrices(path, matrices, reader):
+    """The matrices, the vocabulary (one n-gram a line: no n-gram holds a line break) and the idf weights."""
+    arrays = {"vocabulary": np.frombuffer("\n".join(reader["vocabulary"]).encode("utf-8"), np.uint8)}
+    if reader["idf"] is not None:
+        arrays["idf"] = reader["idf"].numpy()
     for i, m in enumerate(matrices):
         arrays.update({f"{i}_data": m.data, f"{i}_indices": m.indices, f"{i}_indptr": m.indptr,
                        f"{i}_shape": np.array(m.shape)})
@@ -59,8 +64,11 @@ def save_matrices(path, matrices):
 
 def load_matrices(path, count):
     with np.load(path) as f:
-        return [sp.csr_matrix((f[f"{i}_data"], f[f"{i}_indices"], f[f"{i}_indptr"]), shape=tuple(f[f"{i}_shape"]))
-                for i in range(count)]
+        matrices = [sp.csr_matrix((f[f"{i}_data"], f[f"{i}_indices"], f[f"{i}_indptr"]),
+                                  shape=tuple(f[f"{i}_shape"])) for i in range(count)]
+        reader = {"vocabulary": f["vocabulary"].tobytes().decode("utf-8").split("\n"),
+                  "idf": torch.from_numpy(f["idf"]) if "idf" in f.files else None}
+    return matrices, reader
 
 
 def make_vectorizer(config):
@@ -74,26 +82,40 @@ def make_vectorizer(config):
 
 def text_features(parts, config, cache_dir=None):
     """[train_texts, *other_texts] -> list of float32 CSR matrices; the vectorizer sees parts[0] only.
-    For features = "nb" the matrices are binary: `nb_weigh` scales them with the training labels.
+    For features = "nb" the matrices are binary: `weigh` scales them by the training labels' ratios.
 
-    Returns (matrices, seconds, cached)."""
+    Returns (matrices, seconds, cached, reader: {'vocabulary': n-grams in column order, 'idf': tensor or None})."""
     cache_dir = cache_dir or CACHE_DIR
     settings = {k: config[k] for k in FEATURE_KEYS}
-    path = cache_dir / f"{config['features']}-{cache_key(parts, settings)}.npz"
+    path = cache_dir / f"{config['features']}-v2-{cache_key(parts, settings)}.npz"
     start = time.perf_counter()
     if path.is_file():
         try:
-            return load_matrices(path, len(parts)), time.perf_counter() - start, True
+            matrices, reader = load_matrices(path, len(parts))
+            return matrices, time.perf_counter() - start, True, reader
         except (ValueError, KeyError, EOFError, zipfile.BadZipFile):  # a damaged cache is rebuilt, not trusted
-            # one write per line, as main.say: under torchrun every rank may say it on the same pipe
+            # one write per line: under torchrun every rank may say it on the same pipe
             sys.stderr.write(f"features: {path} is damaged; fitting again\n")
     vectorizer = make_vectorizer(config)
     matrices = [vectorizer.fit_transform(parts[0])] + [vectorizer.transform(p) for p in parts[1:]]
+    idf = getattr(vectorizer, "idf_", None)
+    reader = {"vocabulary": vectorizer.get_feature_names_out().tolist(),
+              "idf": None if idf is None else torch.from_numpy(idf)}  # float64, as fitted
     try:
-        save_matrices(path, matrices)
+        save_matrices(path, matrices, reader)
     except OSError as e:  # the cache only saves time: a full or read-only cache folder must not stop a run
         sys.stderr.write(f"features: not cached ({e.strerror}: {e.filename}); the next run fits them again\n")
-    return matrices, time.perf_counter() - start, False
+    return matrices, time.perf_counter() - start, False, reader
+
+
+def vectorize(texts, config, reader):
+    """New texts as the run's features: its vocabulary, idf weights or nb ratios (its reader, from model.pt)."""
+    vocabulary = {term: i for i, term in enumerate(reader["vocabulary"])}
+    vectorizer = make_vectorizer(config).set_params(vocabulary=vocabulary)
+    if reader["idf"] is not None:
+        vectorizer.idf_ = reader["idf"].numpy()
+    matrix = vectorizer.transform(texts)
+    return weigh([matrix], reader["ratios"].numpy())[0] if "ratios" in reader else matrix
 
 
 def nb_ratios(x, y):
@@ -102,10 +124,15 @@ def nb_ratios(x, y):
     return (np.log(p / p.sum()) - np.log(q / q.sum())).astype(np.float32)
 
 
+def weigh(matrices, ratios):
+    """Scale every matrix's columns by ratios."""
+    r = sp.diags(ratios)
+    return [(m @ r).tocsr() for m in matrices]
+
+
 def nb_weigh(matrices, y_train):
     """Scale every matrix's columns by the naive Bayes log-count ratios of the first (training) one."""
-    r = sp.diags(nb_ratios(matrices[0], y_train))
-    return [(m @ r).tocsr() for m in matrices]
+    return weigh(matrices, nb_ratios(matrices[0], y_train))
 
 
 def to_torch(m, device="cpu"):

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from itertools import count
 from pathlib import Path
 
-from toolkit.config import UserError
+from toolkit.errors import UserError
 
 try:
     import fcntl
@@ -243,18 +243,3 @@ def write_csv(path, header, rows):
     writer.writerow(header)
     writer.writerows(rows)
     write_text(path, buf.getvalue())
-
-
-def write_submission(path, predictions):
-    """Kaggle format: header Id,Category; Id counts from 1 in test order; Category is the class index."""
-    write_csv(path, ["Id", "Category"], ((i, int(p)) for i, p in enumerate(predictions, 1)))
-
-
-def write_probabilities(path, probabilities, classes):
-    """Kaggle's format for scoring by probability (ROC AUC, log loss): Id from 1 in test order, then for two
-    classes the probability of class 1 (header Id,Probability), else one column per class, named by it."""
-    rows = probabilities.tolist()
-    if len(classes) == 2:
-        write_csv(path, ["Id", "Probability"], ((i, f"{p[1]:.6f}") for i, p in enumerate(rows, 1)))
-    else:
-        write_csv(path, ["Id", *classes], ((i, *(f"{q:.6f}" for q in p)) for i, p in enumerate(rows, 1)))

@@ -18,17 +18,26 @@ def to_scipy(x):
     return sp.csr_matrix(tuple(a.numpy().copy() for a in arrays), shape=x.shape)
 
 
-def fit_logreg(x, y, C, seed=0):
+def fit_logreg(x, y, C, seed=0, num_classes=2):
     """SentimentClassifier(hidden_dims=[]) holding the weights of an L2 logistic regression fitted to x, y.
 
-    liblinear is exact, deterministic and quick at this size, on one core; the binary model's w and b become
-    the two logits -(w.x + b)/2 and +(w.x + b)/2, whose softmax is the same sigmoid(w.x + b)."""
-    fitted = LogisticRegression(C=C, solver="liblinear", random_state=seed).fit(to_scipy(x), y.cpu().numpy())
-    w, b = fitted.coef_[0] / 2, fitted.intercept_[0] / 2
-    model = SentimentClassifier(x.shape[1], 2, [], sparse_input=True)
+    Two classes: liblinear, exact, deterministic and quick at this size, on one core; the binary model's w and
+    b become the two logits -(w.x + b)/2 and +(w.x + b)/2, whose softmax is the same sigmoid(w.x + b). More
+    classes: the multinomial model (lbfgs), whose scores are the logits; a class missing from these rows
+    gets a logit far below the others."""
+    rows, y = to_scipy(x), y.cpu().numpy()
+    if num_classes == 2:
+        fitted = LogisticRegression(C=C, solver="liblinear", random_state=seed).fit(rows, y)
+        w, b = fitted.coef_[0] / 2, fitted.intercept_[0] / 2
+        weight, bias = np.stack([-w, w], 1), np.array([-b, b])
+    else:
+        fitted = LogisticRegression(C=C, max_iter=1000, random_state=seed).fit(rows, y)
+        weight, bias = np.zeros((x.shape[1], num_classes), np.float32), np.full(num_classes, -30.0)
+        weight[:, fitted.classes_], bias[fitted.classes_] = fitted.coef_.T, fitted.intercept_
+    model = SentimentClassifier(x.shape[1], num_classes, [], sparse_input=True)
     with torch.no_grad():
-        model.layers[0].weight.copy_(torch.from_numpy(np.stack([-w, w], 1)))
-        model.layers[0].bias.copy_(torch.tensor([-b, b]))
+        model.layers[0].weight.copy_(torch.from_numpy(weight))
+        model.layers[0].bias.copy_(torch.from_numpy(bias))
     return model.to(x.device)
 
 

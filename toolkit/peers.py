@@ -19,14 +19,17 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.data import dev_split, load_images
-from toolkit.files import write_json, write_submission
+from toolkit.config import DEFAULTS
+from toolkit.data import dev_split
+from toolkit.files import write_json
+from toolkit.submission import write_indices
+from toolkit.tasks import load_raw
 
 
 def load(data_dir, dev_size):
     """The toolkit's loader, so that the peers read what it reads: the npz files, or torchvision's download
     (which imports torchvision only then)."""
-    images = load_images("fashion", data_dir)
+    images = load_raw("fashion", data_dir, DEFAULTS)
     (x, y), x_test = images["train"], images["test"][0]
     x = x.reshape(len(x), -1) / np.float32(255)
     tr, dv = dev_split(y, dev_size)
@@ -96,7 +99,7 @@ def main():
     predict, _ = fit(train, args.hidden, args.epochs)
     acc = (predict(dev[0]) == dev[1]).mean()
     out = Path(args.out)
-    write_submission(out / "submission.csv", predict(test).tolist())
+    write_indices(out / "submission.csv", predict(test))
     seconds = time.perf_counter() - start
     write_json(out / "metrics.json", {"system": args.system, "dev_acc": float(acc), "seconds": seconds})
     print(f"{args.system}: dev accuracy {acc:.4f}, {seconds:.1f}s in the process; wrote {out}/submission.csv")

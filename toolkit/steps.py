@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from toolkit import ranks
-from toolkit.config import UserError
+from toolkit.errors import UserError
 from toolkit.muon import Muon
 
 

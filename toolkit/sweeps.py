@@ -1,4 +1,6 @@
-"""Sweeps: one key varied over a few values on top of a base config; summary.csv and plots per sweep.
+"""Sweeps: one key varied over a few values on top of a base config; summary.csv and plots per sweep. The
+base is the homework's (configs/sentiment_mlp.toml, configs/fashion_init.toml) unless one is given, as
+`main.py explore structures --config configs/texts.toml --data-dir DIR` gives your own texts.
 
 Importable for notebooks and Colab:
     from toolkit.sweeps import explore_mlp_structures
@@ -11,29 +13,45 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from toolkit import ranks
-from toolkit.config import UserError, load_config
-from toolkit.data import ROOT, has_test_estimate, sentiment_test_estimate
-from toolkit.run import run_or_skip
-from toolkit.files import write_csv
-from toolkit.files import hold
+from toolkit.config import load_config
+from toolkit.data import ROOT
+from toolkit.errors import UserError
+from toolkit.estimates import describe_offset
+from toolkit.files import hold, write_csv
+from toolkit.models import MODELS, SHAPE_KEYS
 from toolkit.plots import plot_spread, visualize_configs, visualize_epochs
+from toolkit.run import run_or_skip
+from toolkit.tasks import TASKS
 
 SENTIMENT_BASE = ROOT / "configs" / "sentiment_mlp.toml"
-SENTIMENT_LINEAR = ROOT / "configs" / "sentiment_logreg.toml"  # the baseline row of every sentiment sweep
+SENTIMENT_LINEAR = ROOT / "configs" / "sentiment_logreg.toml"  # the baseline row of the homework's sweeps
+INIT_BASE = ROOT / "configs" / "fashion_init.toml"
 SUMMARY_HEADER = ["config", "best_dev_acc", "best_epoch", "test_acc", "seconds"]
 
 
+def check_varied(config, key, sweep_name):
+    """A sweep over a key of a model's shape needs a model that has it."""
+    if key in SHAPE_KEYS and key not in MODELS[config["model"]].keys:
+        raise UserError(f"explore {sweep_name}: it varies {key}, which model '{config['model']}' does not have; "
+                        f"give a config of a model that does (--set model=mlp)")
+
+
 def sweep(sweep_name, key, values, names, base=SENTIMENT_BASE, data_dir=None, out="runs", overrides=(), force=False):
-    """Run the base config once per value of `key`; write OUT/<sweep_name>/{summary.csv, plots}. Sentiment
-    sweeps add the NB logistic regression (configs/sentiment_logreg.toml, same overrides) as a last row."""
+    """Run the base config once per value of `key`; write OUT/<sweep_name>/{summary.csv, plots}. A sweep of a
+    text task trains the MLPs alone on the training texts (no interpolation, refit or self-training) and
+    adds the NB logistic regression on the same features as a last row (the homework's:
+    configs/sentiment_logreg.toml)."""
     sweep_dir = Path(out) / sweep_name
     # validate every config before the first (possibly long) run starts
-    # MLPs alone on the training texts, dev-selected
-    fixed = {"interpolate": 0.0, "refit": False, "self_train": 0} if base == SENTIMENT_BASE else {}
-    configs = [load_config(base, overrides, last={**fixed, key: value, "name": name})
+    text = TASKS[load_config(base, overrides)["task"]].kind == "text"
+    pinned = {"interpolate": 0.0, "refit": False, "self_train": 0} if text else {}  # MLPs alone, dev-selected
+    configs = [load_config(base, overrides, pinned={**pinned, key: value, "name": name})
                for value, name in zip(values, names)]
-    if base == SENTIMENT_BASE:
-        configs.append(load_config(SENTIMENT_LINEAR, overrides, last={"name": "nb-logreg"}))
+    check_varied(configs[0], key, sweep_name)
+    if text and configs[0]["features"] == "nb":
+        homework = Path(base).resolve() == SENTIMENT_BASE
+        linear = (SENTIMENT_LINEAR, {}) if homework else (base, {**pinned, "model": "logreg"})
+        configs.append(load_config(linear[0], overrides, pinned={**linear[1], "name": "nb-logreg"}))
         names = [*names, "nb-logreg"]
     with hold_sweep(sweep_dir):  # a second process on the same sweep is refused, naming this one
         metrics = [run_or_skip(config, data_dir, sweep_dir, force) for config in configs]
@@ -90,10 +108,9 @@ def write_summary(sweep_dir, metrics):
              fmt(m["test_acc"]), f"{m['seconds']:.1f}"] for m in metrics]
     write_csv(sweep_dir / "summary.csv", SUMMARY_HEADER, rows)
     print_table(SUMMARY_HEADER, rows)
-    if has_test_estimate(metrics[0]["config"]):
-        offset, spread = sentiment_test_estimate(0.0)
-        print(f"test estimate: each dev accuracy + {100 * offset:.1f} +- {100 * spread:.1f} points; block dev reads "
-              f"low, see hw3.md")
+    offset = describe_offset(metrics[0]["config"])
+    if offset:
+        print(offset)
     print(f"plots and summary.csv in {sweep_dir}/", flush=True)
     return metrics
 
@@ -104,24 +121,26 @@ def print_table(header, rows):
         print("  ".join(str(v).ljust(w) for v, w in zip(r, widths)))
 
 
-def explore_mlp_structures(data_dir=None, out="runs", overrides=(), force=False):
+def explore_mlp_structures(data_dir=None, out="runs", overrides=(), force=False, base=None):
     dims = [[], [512], [512, 512], [512, 512, 512]]
     names = ["linear"] + ["-".join(map(str, d)) for d in dims[1:]]
-    return sweep("structures", "hidden_dims", dims, names, data_dir=data_dir, out=out, overrides=overrides,
-                 force=force)
+    return sweep("structures", "hidden_dims", dims, names, base or SENTIMENT_BASE, data_dir, out, overrides, force)
 
 
-def explore_mlp_activations(data_dir=None, out="runs", overrides=(), force=False):
+def explore_mlp_activations(data_dir=None, out="runs", overrides=(), force=False, base=None):
     """One hidden layer of 512 (the homework's) unless --set hidden_dims says otherwise."""
     acts = ["Sigmoid", "Tanh", "ReLU", "GELU"]
-    return sweep("activations", "activation", acts, [a.lower() for a in acts], data_dir=data_dir, out=out,
-                 overrides=["hidden_dims=[512]", *overrides], force=force)
+    return sweep("activations", "activation", acts, [a.lower() for a in acts], base or SENTIMENT_BASE, data_dir, out,
+                 ["hidden_dims=[512]", *overrides], force)
 
 
-def explore_mlp_learning_rates(data_dir=None, out="runs", overrides=(), force=False):
+def explore_mlp_learning_rates(data_dir=None, out="runs", overrides=(), force=False, base=None):
+    """One hidden layer of 512 (an MLP's; another model keeps its shape) at lr 1e-4 ... 1e-2."""
     lrs = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]  # two orders of magnitude around Adam's usual 1e-3
-    return sweep("learning-rates", "lr", lrs, [f"lr={lr:g}" for lr in lrs], data_dir=data_dir, out=out,
-                 overrides=["hidden_dims=[512]", *overrides], force=force)
+    base = base or SENTIMENT_BASE
+    shape = ["hidden_dims=[512]"] if "hidden_dims" in MODELS[load_config(base, overrides)["model"]].keys else []
+    return sweep("learning-rates", "lr", lrs, [f"lr={lr:g}" for lr in lrs], base, data_dir, out,
+                 [*shape, *overrides], force)
 
 
 def draw_seeded(sweep_dir, metrics):
@@ -136,32 +155,35 @@ def draw_seeded(sweep_dir, metrics):
     return write_summary(sweep_dir, metrics)
 
 
-def seeded_configs(key, values, label, seeds, overrides):
-    """configs/fashion_init.toml with each of `values` for `key` and each seed, named <label(value)>-seed<seed>;
-    values outer, seeds inner. All are read before a sweep takes its folder, so a bad override leaves none."""
-    return [load_config(ROOT / "configs" / "fashion_init.toml", overrides,
-                        last={key: value, "seed": seed, "name": f"{label(value)}-seed{seed}"})
-            for value in values for seed in seeds]
+def seeded_configs(key, values, label, seeds, overrides, base=None):
+    """The base config (configs/fashion_init.toml) with each of `values` for `key` and each seed, named
+    <label(value)>-seed<seed>; values outer, seeds inner. All are read before a sweep takes its folder, so a
+    bad override leaves none."""
+    configs = [load_config(base or INIT_BASE, overrides, pinned={key: value, "seed": seed,
+                                                                 "name": f"{label(value)}-seed{seed}"})
+               for value in values for seed in seeds]
+    check_varied(configs[0], key, "init")
+    return configs
 
 
-def explore_init(data_dir=None, out="runs", overrides=(), force=False, seeds=(0, 1, 2)):
+def explore_init(data_dir=None, out="runs", overrides=(), force=False, base=None, seeds=(0, 1, 2)):
     """Fashion-MNIST MLP under five initializations, several seeds each: mean and spread of dev accuracy."""
     inits = ["zeros", "constant", "normal", "xavier", "kaiming"]
     sweep_dir = Path(out) / "init"
-    configs = seeded_configs("init", inits, lambda init: init, seeds, overrides)
+    configs = seeded_configs("init", inits, lambda init: init, seeds, overrides, base)
     with hold_sweep(sweep_dir):
         metrics = [run_or_skip(config, data_dir, sweep_dir, force) for config in configs]
         return draw_seeded(sweep_dir, metrics) if ranks.is_main() else metrics
 
 
-def explore_sgd_learning_rates(data_dir=None, out="runs", overrides=(), force=False, seeds=(0, 1, 2),
+def explore_sgd_learning_rates(data_dir=None, out="runs", overrides=(), force=False, base=None, seeds=(0, 1, 2),
                                lrs=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)):
     """The first assignment's learning-rate experiment on the init sweep's model (configs/fashion_init.toml: a
     one-hidden-layer sigmoid MLP, SGD with momentum, 4 epochs): each rate with several seeds, mean and spread.
     It runs on the toolkit's torch loop rather than byhand.layers: re-runs skip finished runs, each run keeps its
     metrics.json for `main.py plot`, and `explore scratch` shows byhand.layers lands where this loop does."""
     sweep_dir = Path(out) / "sgd-learning-rates"
-    configs = seeded_configs("lr", lrs, lambda lr: f"lr={lr:g}", seeds, overrides)
+    configs = seeded_configs("lr", lrs, lambda lr: f"lr={lr:g}", seeds, overrides, base)
     with hold_sweep(sweep_dir):
         metrics = [run_or_skip(config, data_dir, sweep_dir, force) for config in configs]
         return draw_seeded(sweep_dir, metrics) if ranks.is_main() else metrics

@@ -9,10 +9,10 @@ import sys
 import threading
 
 
-def set_allocator(task):
-    """CPU memory for a command training `task` (None: several or none), before torch allocates: the image
-    tasks keep their freed memory, sentiment (and a command that may train it) runs on transparent huge pages."""
-    if task in ("cifar10", "fashion"):
+def set_allocator(kind):
+    """CPU memory for a command training a task of `kind` (None: several or none), before torch allocates: image
+    tasks keep their freed memory, text tasks (and a command that may train one) run on transparent huge pages."""
+    if kind == "image":
         keep_freed_memory()
     else:
         huge_pages()
@@ -21,8 +21,8 @@ def set_allocator(task):
 def huge_pages():
     """Put CPU tensors of 2 MB and more on transparent huge pages (PyTorch reads THP_MEM_ALLOC_ENABLE once, at
     its first allocation, so this only helps before torch loads). The sentiment MLP frees and re-allocates a
-    400 MB dense gradient every step, which in 4 KB pages costs millions of page faults an epoch. The image
-    tasks keep freed memory instead (set_allocator), which is faster for them. A value already set wins."""
+    400 MB dense gradient every step, which in 4 KB pages costs millions of page faults an epoch. Image tasks
+    keep freed memory instead (set_allocator), which is faster for them. A value already set wins."""
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 

@@ -22,10 +22,11 @@ from tqdm import tqdm
 from toolkit import budget, ranks
 from toolkit.checkpoint import (Interrupted, config_hash, load_state, rng_states, safe_load, save_best, save_state,
                                 set_rng_states, stop_requests)
-from toolkit.files import write_json, write_probabilities, write_submission
+from toolkit.files import write_json
 from toolkit.logs import EpochLog, write_hparams
 from toolkit.progress import progress_bar
 from toolkit.steps import amp_dtype, evaluate, make_optimizer, make_scheduler, seed_everything, take, train_step
+from toolkit.submission import write_predictions
 
 
 def versions():
@@ -65,7 +66,7 @@ class TrainState:
         self.epoch, self.step, self.sums, self.history, self.diverged = 1, 0, None, [], None
         # the run's seconds: those of the processes before a --resume, and this one's since `started`
         self.seconds_before, self.started = 0.0, time.perf_counter()
-        self.best = {"dev_acc": -1.0, "epoch": None, "state": None, "preds": None}
+        self.best = {"dev_acc": -1.0, "dev_loss": math.inf, "epoch": None, "state": None, "preds": None}
         self.log = None  # the run folder's EpochLog (rank 0), while fit trains
 
     @property
@@ -86,7 +87,7 @@ class TrainState:
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "ema": None if self.ema is None else self.ema.state_dict(), "lookahead": self.lookahead, "rng": rngs,
-                "best": {k: self.best[k] for k in ("dev_acc", "epoch", "preds")}})
+                "best": {k: self.best[k] for k in ("dev_acc", "dev_loss", "epoch", "preds")}})
 
     def load(self, path, state=None):
         """Restore from last.pt at path (or from its contents, already read by load_state)."""
@@ -212,11 +213,13 @@ def end_epoch(state, data, config, t0, out_dir):
         state.log.epoch(h)
     say(f"{config['name']} epoch {state.epoch}: train loss {train_loss:.4f} acc {train_acc:.4f} | "
         f"dev loss {dev_loss:.4f} acc {dev_acc:.4f} | {h['seconds']:.1f}s")
-    if dev_acc > state.best["dev_acc"]:
-        state.best = {"dev_acc": dev_acc, "epoch": state.epoch, "state": copy.deepcopy(state.eval_model.state_dict()),
-                      "preds": dev_preds}
+    # the best epoch by dev accuracy, or by dev log loss where the submission holds probabilities
+    if dev_acc > state.best["dev_acc"] if data["meta"]["metric"] == "accuracy" else dev_loss < state.best["dev_loss"]:
+        state.best = {"dev_acc": dev_acc, "dev_loss": dev_loss, "epoch": state.epoch, "preds": dev_preds,
+                      "state": copy.deepcopy(state.eval_model.state_dict())}
         if ranks.is_main():
-            save_best(out_dir / "model.pt", state.best["state"], config, state.epoch, dev_acc, data["meta"])
+            save_best(out_dir / "model.pt", state.best["state"], config, state.epoch, dev_acc, data["meta"],
+                      data["reader"])
     state.epoch, state.step, state.sums = state.epoch + 1, 0, None
 
 
@@ -334,12 +337,14 @@ def finish(state, data, config, out_dir, extra=None):
             _, final_dev_acc, dev_preds = evaluate(state.eval_model, *data["dev"], config)
         x_test, y_test = data["test"]
         _, test_acc, preds, *probs = evaluate(state.eval_model, x_test, y_test, config,
-                                              probabilities=config["probabilities"])
+                                              probabilities=needs_probabilities(config, data))
         if ranks.is_main():
             if config["plots"]:
+                from toolkit.plots import plot_dev_predictions  # matplotlib: imported only when drawing
                 plot_dev_predictions(*data["dev"], dev_preds, data["meta"], out_dir)
             # also where the test has labels
-            write_predictions(out_dir / "submission.csv", preds, probs, data["meta"]["classes"])
+            write_predictions(out_dir / "submission.csv", data["form"], preds, probs, data["meta"],
+                              config["probabilities"])
     metrics = {"name": config["name"], "config": config, "config_hash": config_hash(config), "seed": config["seed"],
                "versions": versions(), "device": str(state.device),
                "precision": str(state.precision).removeprefix("torch."), "world_size": ranks.world_size(),
@@ -378,27 +383,14 @@ def refit(model, data, config, epochs, out_dir, augment=None):
         state.epoch, state.step, state.sums = state.epoch + 1, 0, None
     ranks.same_buffers(state.eval_model)
     _, test_acc, preds, *probs = evaluate(state.eval_model, *data["test"], config,
-                                          probabilities=config["probabilities"])
+                                          probabilities=needs_probabilities(config, data))
     if ranks.is_main():
-        save_best(out_dir / "model_refit.pt", state.eval_model.state_dict(), config, epochs, None, data["meta"])
-        write_predictions(out_dir / "submission.csv", preds, probs, data["meta"]["classes"])
+        save_best(out_dir / "model_refit.pt", state.eval_model.state_dict(), config, epochs, None, data["meta"],
+                  data["reader"])
+        write_predictions(out_dir / "submission.csv", data["form"], preds, probs, data["meta"], config["probabilities"])
     return {**record, "test_acc": test_acc, "seconds": time.perf_counter() - start}
 
 
-def write_predictions(submission, preds, probs, classes):
-    """The submission file from the predicted classes and, where they were asked for ([probs] from evaluate),
-    probabilities.csv beside it."""
-    write_submission(submission, preds.tolist())
-    for p in probs:
-        write_probabilities(Path(submission).with_name("probabilities.csv"), p, classes)
-
-
-def plot_dev_predictions(x_dev, y_dev, preds, meta, out_dir):
-    """Confusion matrix of the best model on dev, and for images a grid of the first 32 with mistakes marked."""
-    from toolkit.plots import plot_confusion, plot_image_grid
-    y_dev = y_dev.cpu().numpy()
-    plot_confusion(y_dev, preds.numpy(), meta["classes"], out_dir / "confusion.png")
-    if x_dev.dim() == 4:
-        mean, std = torch.tensor(meta["mean"]).view(1, -1, 1, 1), torch.tensor(meta["std"]).view(1, -1, 1, 1)
-        images = (x_dev[:32].float().cpu() * std + mean).clamp(0, 1).permute(0, 2, 3, 1).squeeze(-1).numpy()
-        plot_image_grid(images, y_dev[:32], preds[:32].numpy(), meta["classes"], out_dir / "predictions.png")
+def needs_probabilities(config, data):
+    """Whether the test predictions need their probabilities: for probabilities.csv, or a submission of them."""
+    return config["probabilities"] or data["form"]["target"] != "label"

@@ -12,14 +12,15 @@ import torch
 import torch.nn.functional as F
 from toolkit.data import ROOT
 from toolkit.config import load_config
-from toolkit.run import build_model, init_from_data, load_task
+from toolkit.models import build_model, init_from_data
+from toolkit.tensors import load_task
 torch.manual_seed(0)
 # usage: python -m tools.bn_effect STEPS DATA_DIR
 config = load_config(ROOT / "configs" / "cifar10_cnn.toml", ["device='cpu'"])
 data = load_task(config, sys.argv[2] if len(sys.argv) > 2 else None, torch.device("cpu"))
 x, y = data["train"]
 STEPS, B = int(sys.argv[1]) if len(sys.argv) > 1 else 30, config["batch_size"]
-net = build_model(config, data["meta"]["input_dim"])
+net = build_model(config, data["meta"])
 init_from_data(net, config, data)  # the whitening stem, set from the training images as a run sets it
 net = net.to(memory_format=torch.channels_last)
 a, b = net, copy.deepcopy(net)

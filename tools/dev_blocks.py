@@ -15,7 +15,9 @@ import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
-from toolkit.data import dev_split, load_imdb
+from toolkit.config import DEFAULTS
+from toolkit.data import dev_split
+from toolkit.tasks import load_raw
 from toolkit.features import make_vectorizer, nb_weigh, preprocess
 
 
@@ -25,7 +27,7 @@ def main():
     parser.add_argument("--blocks", type=int, nargs="+", default=[1, 3, 10, 30, 100, 500])
     parser.add_argument("--seeds", type=int, default=5)
     args = parser.parse_args()
-    texts, y = load_imdb(args.data_dir)["train"]
+    texts, y = load_raw("sentiment", args.data_dir, DEFAULTS)["train"]
     tfidf = TfidfVectorizer(preprocessor=preprocess, ngram_range=(1, 2), min_df=2, max_features=200000,
                             sublinear_tf=True).fit_transform(texts).tocsr()
     binary = make_vectorizer({"features": "nb", "ngram_max": 3, "min_df": 2, "max_features": 200000}

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from mlp import SentimentClassifier
 from toolkit.augment import batch_augment
 from toolkit.config import DEFAULTS
-from toolkit.run import load_vision
+from toolkit.tensors import load_task
 
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 p.add_argument("--data-dir", default=None)
@@ -40,7 +40,7 @@ a = p.parse_args()
 BATCH, WEIGHT_DECAY, SMOOTHING = 512, 1e-4, 0.1  # the config's
 
 torch.manual_seed(a.seed)
-d = load_vision({**DEFAULTS, "task": "fashion", "amp": True}, a.data_dir, torch.device("cpu"))  # bf16 images
+d = load_task({**DEFAULTS, "task": "fashion", "amp": True}, a.data_dir, torch.device("cpu"))  # bf16 images
 (xtr, ytr), (xdv, ydv) = d["train"], d["dev"]
 model = SentimentClassifier(784, 10, [int(h) for h in a.hidden.split(",")], "ReLU", a.dropout, batch_norm=a.bn)
 opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=WEIGHT_DECAY)
