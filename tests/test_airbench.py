@@ -7,7 +7,7 @@ from toolkit.config import load_config
 from toolkit.errors import UserError
 from toolkit import steps, train
 from toolkit.run import run
-from test_resume import signal_at_call, without_seconds
+from conftest import signal_at_call, without_seconds
 from toolkit.muon import orthogonalize
 from toolkit.steps import make_optimizer, tta_logits
 from toolkit.train import TrainState, lookahead_step

@@ -97,14 +97,22 @@ def test_every_shipped_config_is_valid():
     ("name=a/b", "'name' = 'a/b' must be a plain folder name"),
     ("augment=yes", "'augment' must be bool"),
     ("epochs", "expected key=value"),
-    ("model=logreg", "model 'logreg' needs a text task with features 'nb'"),
-    ("interpolate=0.5", "interpolate = 0.5 needs a text task with features 'nb'"),
     ("self_train=2", "self_train = 2 needs a text task with features 'nb'"),  # TF-IDF rows: it did nothing
     ("features=bow", "'features' = 'bow' is not one of"),
 ])
 def test_bad_values_are_rejected_with_a_message_naming_the_key(setting, message):
     with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]")):
         load_config(None, [setting])
+
+
+@pytest.mark.parametrize("settings, message", [
+    (["task=fashion", "model=logreg"], "model 'logreg' takes text data, and task 'fashion' is image data"),
+    (["task=images", "model=cnn", "interpolate=0.5"], "interpolate = 0.5 needs a text task"),
+    (["task=texts", "model=cnn"], "model 'cnn' takes image data, and task 'texts' is text data"),
+])
+def test_a_model_or_option_for_another_kind_of_data_is_refused_naming_both(settings, message):
+    with pytest.raises(UserError, match=message):
+        load_config(None, settings)
 
 
 def test_batch_norm_with_batches_of_one_is_refused_before_any_data_loads():

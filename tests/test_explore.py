@@ -1,4 +1,6 @@
 import csv
+import json
+import math
 
 import pytest
 
@@ -63,9 +65,13 @@ def test_init_sweep_runs_every_initialization_for_every_seed(fashion_dir, tmp_pa
     assert (tmp_path / "init" / "dev_acc.png").stat().st_size > 0
 
 
-def test_theory_exploration_writes_its_json(tmp_path):
+def test_theory_exploration_writes_the_written_parts_answers_checked_against_autograd(tmp_path):
     assert main(["explore", "theory", "--out", str(tmp_path)]) == 0
-    assert (tmp_path / "theory" / "theory.json").is_file()
+    results = json.loads((tmp_path / "theory" / "theory.json").read_text())
+    assert results["softmax_jacobian_max_abs_err"] < 1e-12 and results["ce_grad_max_abs_err"] < 1e-12
+    graph = results["graph"]  # f(x, y, z) = ln x + exp(y) z at (1, 3, 2)
+    assert graph["f"] == pytest.approx(2 * math.exp(3)) and graph["df_dx"] == pytest.approx(1)
+    assert graph["df_dy"] == pytest.approx(2 * math.exp(3)) and graph["df_dz"] == pytest.approx(math.exp(3))
 
 
 def test_the_activations_sweep_uses_one_hidden_layer_of_512_unless_told_otherwise(imdb_dir, tmp_path):

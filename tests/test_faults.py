@@ -25,7 +25,7 @@ from toolkit.files import write_json
 from toolkit.files import FolderInUse
 from main import main
 from toolkit.plots import visualize_epochs
-from test_resume import signal_at_call, swept, tiny, without_seconds
+from conftest import one_error_line, signal_at_call, swept, tiny_run, without_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -81,19 +81,6 @@ def break_writes(monkeypatch, code, name="", nth=1, at_open=False):
     for module, attr, fake in ((builtins, "open", fake_open), (io, "open", fake_open), (os, "mkdir", fake_mkdir),
                                (os, "replace", fake_replace)):
         monkeypatch.setattr(module, attr, fake)
-
-
-def tiny_run(tmp_path, data_dir, out="out", **changes):
-    (tmp_path / "tiny.toml").write_text("\n".join(tiny(**changes)) + "\n")
-    return ["run", str(tmp_path / "tiny.toml"), "--data-dir", str(data_dir), "--out", str(tmp_path / out)]
-
-
-def one_error_line(capsys):
-    """The single 'error:' line on stderr (tqdm's bars aside), checked to come without a traceback."""
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
 
 
 def loads(folder):

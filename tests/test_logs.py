@@ -10,7 +10,7 @@ from toolkit import logs, train
 from toolkit.config import load_config
 from toolkit.run import run
 from main import main
-from test_resume import signal_at_call, tiny
+from conftest import signal_at_call, tiny
 
 COLUMNS = ["epoch", "steps", "train_loss", "train_acc", "dev_loss", "dev_acc", "lr", "seconds"]
 

@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,6 @@ import main
 from toolkit import system
 from toolkit.config import load_config
 from toolkit.errors import UserError
-from toolkit.data import ROOT
 from toolkit.tensors import load_task
 from toolkit.progress import progress_bar
 from toolkit.tasks import TASKS
@@ -117,41 +115,6 @@ def test_only_commands_that_may_train_on_texts_put_torch_on_huge_pages(monkeypat
     system.set_allocator(task and TASKS[task].kind)
     assert (env.get("THP_MEM_ALLOC_ENABLE") == "1") == huge
     assert kept == ([] if huge else [True])
-
-
-def thp_always():
-    path = Path("/sys/kernel/mm/transparent_hugepage/enabled")
-    return path.is_file() and "[always]" in path.read_text()
-
-
-@pytest.mark.skipif(sys.platform != "linux", reason="glibc's malloc only")
-@pytest.mark.skipif(thp_always(), reason="huge pages for every mapping fault 2 MB at a time, not 4 KB")
-@pytest.mark.parametrize("keep", [True, False])
-def test_training_steps_reuse_kept_freed_memory_without_faulting_its_pages_in_again(keep):
-    # a conv layer's activations at batch 512 are 64 MB: glibc maps blocks that large afresh on every step
-    # (16,384 zeroed 4 KB pages each) unless system.keep_freed_memory keeps them, as CIFAR-10 runs do
-    code = textwrap.dedent(f"""
-        import resource, torch
-        from toolkit import system
-        import torch.nn.functional as F
-        if {keep}:
-            system.keep_freed_memory()
-        net = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(4),
-                                  torch.nn.Flatten(), torch.nn.Linear(32 * 8 * 8, 10))
-        optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
-        x, y = torch.randn(512, 3, 32, 32), torch.randint(0, 10, (512,))
-        for i in range(10):
-            if i == 5:
-                before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-            optimizer.zero_grad()
-            F.cross_entropy(net(x), y).backward()
-            optimizer.step()
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)""")
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
-                          env={**os.environ, "THP_MEM_ALLOC_ENABLE": "0"})
-    faults = int(done.stdout.split()[-1])  # in 5 steps
-    # without: tens of thousands a step; kept: at most a heap extension or two in all
-    assert (faults < 50_000) if keep else (faults > 250_000), faults
 
 
 def test_run_config_refuses_another_config_in_its_folder_naming_what_the_user_changed(fashion_dir, tmp_path):

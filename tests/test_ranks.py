@@ -89,6 +89,19 @@ def test_two_ranks_reproduce_one_process_and_only_rank_0_writes(fashion_dir, tmp
         (tmp_path / "one" / "tiny" / "submission.csv").read_text()
 
 
+def test_two_ranks_train_on_your_own_images_as_one_process_does(tmp_path):
+    from conftest import image_competition
+    image_competition(tmp_path / "comp", "pixels", n_train=200)
+    one = run(load_config(None, tiny(task="images")), tmp_path / "comp", tmp_path / "one")
+    code, err, _ = torchrun(tmp_path, tmp_path / "comp", tmp_path / "two", extra=["--set", 'task="images"'])
+    assert code == 0, err
+    two = json.loads((tmp_path / "two" / "tiny" / "metrics.json").read_text())
+    assert two["world_size"] == 2 and two["classes"] == ["ant", "bee", "cat"]
+    assert_close(losses(two), losses(one))
+    assert (tmp_path / "two" / "tiny" / "submission.csv").read_text() == \
+        (tmp_path / "one" / "tiny" / "submission.csv").read_text()
+
+
 def test_a_signal_on_one_rank_stops_both_at_the_same_step_and_resume_continues(fashion_dir, tmp_path):
     one = run(load_config(None, tiny()), fashion_dir, tmp_path / "one")
     code, err, _ = torchrun(tmp_path, fashion_dir, tmp_path / "two", fault=(4, 0, 2))  # SIGINT to rank 0 only

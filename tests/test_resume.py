@@ -1,6 +1,5 @@
 """Runs that survive: interruption and exact resume, divergence, sweep re-runs, no silent overwrites."""
 import json
-import os
 import signal
 
 import pytest
@@ -12,34 +11,7 @@ from toolkit.run import run
 from toolkit.sweeps import sweep
 from toolkit.files import atomic_path
 from main import main
-
-
-def tiny(**changes):
-    sets = {"dev_size": 100, "epochs": 3, "batch_size": 32, "hidden_dims": [16], "lr": 0.01, "min_df": 1,
-            "device": "cpu", "name": "tiny", "dropout": 0.2, **changes}
-    return [f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in sets.items()]
-
-
-def swept(**changes):
-    """tiny's settings for a sweep over lr, which names each run and sets its lr itself."""
-    return [s for s in tiny(**changes) if not s.startswith(("lr=", "name="))]
-
-
-def signal_at_call(monkeypatch, n, signum=signal.SIGINT):
-    """Deliver a real signal to this process during the n-th batch selection (training or evaluation)."""
-    calls = {"n": 0}
-    original = train.take
-
-    def take(x, idx):
-        calls["n"] += 1
-        if calls["n"] == n:
-            os.kill(os.getpid(), signum)
-        return original(x, idx)
-    monkeypatch.setattr(train, "take", take)
-
-
-def without_seconds(metrics):
-    return [{k: v for k, v in h.items() if k not in ("seconds", "eval_seconds")} for h in metrics["history"]]
+from conftest import signal_at_call, swept, tiny, without_seconds
 
 
 @pytest.mark.parametrize("call", [4, 16])  # mid-epoch 1, and in epoch 2 after a full-state save

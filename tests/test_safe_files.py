@@ -9,8 +9,8 @@ import torch
 from toolkit.checkpoint import safe_load
 from toolkit.errors import UserError
 from main import main
-from test_faults import one_error_line, tiny_run
-from test_resume import signal_at_call
+from conftest import one_error_line, tiny_run
+from conftest import signal_at_call
 
 
 class Payload:
@@ -60,7 +60,7 @@ def test_a_crafted_last_pt_is_refused_by_resume_in_one_line_and_its_folder_left_
 
 
 def test_a_sweep_rerun_refuses_a_crafted_last_pt_of_one_of_its_runs(tmp_path, imdb_dir, capsys):
-    from test_resume import swept
+    from conftest import swept
     argv = ["explore", "learning-rates", "--data-dir", str(imdb_dir), "--out", str(tmp_path / "out"),
             *(a for s in swept(epochs=1) for a in ("--set", s))]
     (tmp_path / "out" / "learning-rates" / "lr=0.0001").mkdir(parents=True)

@@ -210,7 +210,9 @@ def test_gpu_config_runs_one_short_epoch_on_the_cpu(cifar_dir, tmp_path):
     config = load_config(ROOT / "configs/cifar10_cnn_gpu.toml", ["epochs=1", "device='cpu'", "compile=false",
                                                           "dev_size=50", "batch_size=64"])
     metrics = run(config, cifar_dir, tmp_path)
-    assert len(metrics["history"]) == 1 and (tmp_path / "cifar10_cnn_gpu" / "submission.csv").is_file()
+    with open(tmp_path / "cifar10_cnn_gpu" / "submission.csv", newline="") as f:
+        predicted = [int(row["Category"]) for row in csv.DictReader(f)]
+    assert len(metrics["history"]) == 1 and len(predicted) == 30 and set(predicted) <= set(range(10))
 
 
 def test_predict_on_a_saved_run_writes_a_kaggle_submission(fashion_dir, tmp_path):
@@ -470,3 +472,27 @@ def test_a_teacher_that_cannot_teach_is_refused_before_anything_runs(changes, me
 def test_a_teacher_of_other_images_is_refused(fashion_dir, tmp_path):
     with pytest.raises(UserError, match="teacher .* has dev_size = 5000, the student 50"):
         run(fashion_config(teacher="configs/fashion_cnn.toml"), fashion_dir, tmp_path)
+
+
+def test_a_new_built_in_data_set_is_one_row_and_one_config(tmp_path, monkeypatch, capsys):
+    from toolkit import data
+    from toolkit.tasks import Task
+    classes = tuple(f"kind {i}" for i in range(100))
+    row = Task("image", data.read_npz_folder, folder="cifar100", classes=classes, submit="index", shape=(32, 32),
+               channels=3, download=data.torchvision_set("CIFAR100"))
+    monkeypatch.setitem(TASKS, "cifar100", row)  # as a line in toolkit/tasks.py would add it
+    config = (ROOT / "configs/cifar10_cnn.toml").read_text().replace('task = "cifar10"', 'task = "cifar100"')
+    (tmp_path / "cifar100_cnn.toml").write_text(config)
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "data" / "cifar100"
+    folder.mkdir(parents=True)
+    np.savez(folder / "train.npz", x=rng.integers(0, 255, (400, 32, 32, 3), dtype=np.uint8), y=np.arange(400) % 100)
+    np.savez(folder / "test_images.npz", x=rng.integers(0, 255, (20, 32, 32, 3), dtype=np.uint8))
+    small = ["--set", "budget_minutes=0", "--set", "epochs=1", "--set", "dev_size=100", "--set", "widths=[24, 8]",
+             "--set", "amp_widths=[]", "--set", "tta_shift=0"]
+    assert main(["run", str(tmp_path / "cifar100_cnn.toml"), "--data-dir", str(tmp_path / "data"), "--out",
+                 str(tmp_path / "out"), *small]) == 0
+    metrics = json.loads((tmp_path / "out" / "cifar100_cnn" / "metrics.json").read_text())
+    assert metrics["classes"] == list(classes) and metrics["config"]["task"] == "cifar100"
+    with open(tmp_path / "out" / "cifar100_cnn" / "submission.csv", newline="") as f:
+        assert all(0 <= int(row["Category"]) < 100 for row in csv.DictReader(f))

@@ -119,9 +119,20 @@ def vectorize(texts, config, reader):
 
 
 def nb_ratios(x, y):
-    """The naive Bayes log-count ratio of each column of binary x for labels y (0/1)."""
-    p, q = (1 + np.asarray(x[y == c].sum(0)).ravel() for c in (1, 0))
-    return (np.log(p / p.sum()) - np.log(q / q.sum())).astype(np.float32)
+    """The naive Bayes log-count ratio of each column of binary x for labels y: for two classes (0/1)
+    log(p / |p|_1) - log(q / |q|_1), p and q its counts in class 1 and class 0 plus 1. For more, each class
+    against the rest, and a column keeps its largest ratio in size: how well it tells some class apart."""
+    classes = np.unique(y)
+    if len(classes) <= 2:
+        p, q = (1 + np.asarray(x[y == c].sum(0)).ravel() for c in (1, 0))
+        return (np.log(p / p.sum()) - np.log(q / q.sum())).astype(np.float32)
+    total = np.asarray(x.sum(0)).ravel()
+    ratios = []
+    for c in classes:
+        inside = np.asarray(x[y == c].sum(0)).ravel()
+        p, q = 1 + inside, 1 + total - inside
+        ratios.append(np.abs(np.log(p / p.sum()) - np.log(q / q.sum())))
+    return np.max(ratios, axis=0).astype(np.float32)
 
 
 def weigh(matrices, ratios):

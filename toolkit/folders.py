@@ -1,12 +1,9 @@
-"""Your own data, read from the data folder as Kaggle and torchvision ship it (tasks `texts` and `images`).
+"""Your own data, read from the data folder as Kaggle ships it: what the folder holds, its columns and labels,
+and the texts (task `texts`; image_folders.py reads the images).
 
 Texts: a training and a test table (.csv or .tsv, plain, .gz or a one-file .zip), found by "train" and "test"
 in their names, any case. Of several training tables the labelled one trains; the others' texts are
 unlabeled (self-training may read them). A table named like "val" or "dev" is the dev split.
-Images, any of:
-  train/<class>/*   with test/*                       (torchvision's ImageFolder; val/<class>/* is dev)
-  train/<id>.<ext>  with test/<id>.<ext> and a labels table whose first column names the training files
-  train and test tables of pixels: a label column and columns pixel0.. (or pixel1..) of square images
 Columns: the label column is the training table's column that the test table lacks (else one named label,
 target, class, category, sentiment or y); the id column is the sample submission's first, else one named
 id; the text column is the other column with the longest texts. Where that does not decide, one line names
@@ -15,21 +12,18 @@ or integers, two classes or more; they are written back as the training table wr
 Out of scope, each refused in one line: tables without a header row, numeric regression targets, several
 labels per row, .7z/.rar archives, JSON or Excel files, data that would not fit in memory.
 """
-import math
 import re
 from pathlib import Path
 
 import numpy as np
 
-from toolkit import images
 from toolkit.data import neighbours_related
 from toolkit.errors import UserError
 from toolkit.submission import read_sample
-from toolkit.tables import SAMPLE, TABLE, column, is_number, read_table, refused_files, table_files
+from toolkit.tables import SAMPLE, column, is_number, read_table, refused_files, table_files
 
 LABEL_NAMES = ("label", "labels", "target", "class", "category", "sentiment", "y")
 VAL = re.compile(r"(^|[^a-z])(val|valid|validation|dev)([^a-z]|$)")
-PIXEL = re.compile(r"pixel(\d+)$", re.I)  # pixel0, pixel1, ... (Kaggle's digit recognizer, Fashion-MNIST)
 MEMORY_PER_TEXT_BYTE = 20  # a run's peak memory over its tables' bytes (strings, n-gram matrices, copies)
 MEMORY_PER_PIXEL = 16  # uint8 files, float32 tensors, copies
 
@@ -111,12 +105,12 @@ def pick_column(config, key, table, path, columns_found):
     return match
 
 
-def label_column(config, train, test, path, test_path):
-    """The training table's label column: the --set one, else the one column the test table lacks, else the
-    one named like a label."""
+def label_column(config, train, test, path, test_path, sample=None):
+    """The training table's label column: the --set one, else the one column the test table lacks (ids aside),
+    else the one named like a label."""
     if config["label_column"]:
         return pick_column(config, "label_column", train, path, list(train.columns))
-    missing = [c for c in train.columns if column(test, c) is None]
+    missing = lacked(config, train, test, sample)
     if len(missing) == 1:
         return missing[0]
     if len(missing) > 1:
@@ -197,13 +191,13 @@ def read_texts(task, root, config):
     trains = {p: read_table(p) for p in found["train"]}
     test_path = max(tests, key=lambda p: shared_columns(tests[p], trains))  # test_labels.csv shares less
     test = tests[test_path]
-    labelled = [p for p, t in trains.items() if is_labelled(config, t, test)] or list(trains)[:1]
+    labelled = [p for p, t in trains.items() if is_labelled(config, t, test, sample)] or list(trains)[:1]
     if len(labelled) > 1:
         raise UserError(f"{root}: several labelled training tables ({', '.join(p.name for p in labelled)}); keep one")
     path, train = labelled[0], trains[labelled[0]]
-    label = label_column(config, train, test, path, test_path)
+    label = label_column(config, train, test, path, test_path, sample)
     ids = id_column(config, test, sample, test_path)
-    text = text_column(config, train, test, {label, column(train, ids or "") or ids}, path)
+    text = text_column(config, train, test, {label, column(train, ids) if ids else None}, path)
     y, classes = encode_labels(train[label], path, label)
     texts = train[text].tolist()
     raw = {"train": (texts, y), "classes": classes, "related": neighbours_related(texts, y),
@@ -224,12 +218,18 @@ def shared_columns(table, trains):
     return max(sum(column(t, c) is not None for c in table.columns) for t in trains.values())
 
 
-def is_labelled(config, train, test):
+def lacked(config, train, test, sample):
+    """The training table's columns that the test table lacks, its id columns aside."""
+    ids = {"id", config["id_column"].lower(), sample["columns"][0].lower() if sample else "id"}
+    return [c for c in train.columns if column(test, c) is None and c.lower() not in ids]
+
+
+def is_labelled(config, train, test, sample):
     """Whether a training table has a label: the --set label column, a column the test table lacks, or (where the
     test table has them all) a column named like a label."""
     if config["label_column"]:
         return column(train, config["label_column"]) is not None
-    return any(column(test, c) is None for c in train.columns) or any(c.lower() in LABEL_NAMES for c in train.columns)
+    return bool(lacked(config, train, test, sample)) or any(c.lower() in LABEL_NAMES for c in train.columns)
 
 
 def test_labels(test, label, classes):
@@ -251,134 +251,3 @@ def given_labels(table, label, classes, path):
     if y is None:
         raise UserError(f"{path}: labels that the training table does not have")
     return y
-
-
-# ---------------------------------------------------------------- images
-
-def subfolder(root, word):
-    """The folder in root whose name holds `word` (train, test), any case; None where there is none."""
-    matches = sorted(p for p in root.iterdir() if p.is_dir() and word in p.name.lower() and not VAL.search(p.name.lower()))
-    return matches[0] if matches else None
-
-
-def val_folder(root):
-    return next((p for p in sorted(root.iterdir()) if p.is_dir() and VAL.search(p.name.lower())), None)
-
-
-def image_files(folder):
-    return sorted(p for p in folder.rglob("*") if p.is_file() and images.is_image(p))
-
-
-def read_images(task, root, config):
-    """Raw data (data.py) from a folder of image files or of pixel tables."""
-    if not root.is_dir():
-        raise UserError(f"{root}: no such folder (--data-dir names the folder holding the competition's files)")
-    train_dir, test_dir = subfolder(root, "train"), subfolder(root, "test")
-    if train_dir is None or test_dir is None:
-        return read_pixel_tables(root, config)
-    size, sample = config["image_size"], sample_of(root)
-    classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir() and image_files(p))
-    if classes:  # train/<class>/*
-        train = [(p, i) for i, c in enumerate(classes) for p in image_files(train_dir / c)]
-        if len(classes) < 2:
-            raise UserError(f"{train_dir}: one class folder ({classes[0]}); classifying needs two or more")
-    else:  # train/<id>.<ext> and a labels table
-        train, classes = labelled_files(root, train_dir, config)
-    tests = image_files(test_dir)
-    if not tests:
-        raise UserError(f"{test_dir}: no image files ({', '.join(images.EXTENSIONS)})")
-    dev_dir = val_folder(root)
-    dev = [(p, classes.index(p.parent.name)) for p in image_files(dev_dir) if p.parent.name in classes] if dev_dir else []
-    groups = [[p for p, _ in train], tests] + ([[p for p, _ in dev]] if dev else [])
-    check_fits(root, MEMORY_PER_PIXEL * 3 * size * size * sum(map(len, groups)))
-    from toolkit.features import CACHE_DIR
-    arrays = images.read_images(groups, size, CACHE_DIR)
-    raw = {"train": (arrays[0], np.array([c for _, c in train], dtype=np.int64)), "test": (arrays[1], None),
-           "classes": classes, "related": False, "ids": [p.stem for p in tests], "sample": sample,
-           "keys": [(p.name, p.stem) for p in tests], "columns": {"image_size": size}}
-    if dev:
-        raw["dev"] = (arrays[2], np.array([c for _, c in dev], dtype=np.int64))
-    return raw
-
-
-def labelled_files(root, train_dir, config):
-    """[(path, class)] of train/<id>.<ext> files and the classes, from the table whose first column names them."""
-    files = image_files(train_dir)
-    if not files:
-        raise UserError(f"{train_dir}: no image files and no class folders")
-    by_name = {k: p for p in files for k in (p.name, p.stem)}
-    for path in table_files(root):
-        if SAMPLE.search(path.name):
-            continue
-        table = read_table(path)
-        names = table.iloc[:, 0].str.strip().tolist()
-        listed = sum(n in by_name for n in names[:200])
-        if listed < 0.9 * min(len(names), 200):
-            continue
-        label = labels_column(config, table, path)
-        missing = [n for n in names if n not in by_name]
-        if missing:
-            raise UserError(f"{path}: {len(missing)} of its rows name no file in {train_dir} (first: {missing[0]!r})")
-        y, classes = encode_labels(table[label], path, label)
-        unlisted = len(files) - len({by_name[n] for n in names})
-        if unlisted:
-            raise UserError(f"{train_dir}: {unlisted} image files that {path.name} does not list")
-        return list(zip([by_name[n] for n in names], y.tolist())), classes
-    raise UserError(f"{root}: {train_dir.name}/ holds image files but no table here names them in its first column "
-                    f"(trainLabels.csv: id,label, say)")
-
-
-def labels_column(config, table, path):
-    """The label column of a labels table: the --set one, its only other column, or one named like a label."""
-    if config["label_column"]:
-        return pick_column(config, "label_column", table, path, list(table.columns))
-    others = list(table.columns[1:])
-    named = [c for c in others if c.lower() in LABEL_NAMES]
-    if len(others) == 1 or len(named) == 1:
-        return others[0] if len(others) == 1 else named[0]
-    raise UserError(f"{path}: cannot tell the label column among {', '.join(others)}; --set label_column=NAME says which")
-
-
-def pixel_columns(table, path):
-    """The table's pixel<k> columns in order of k, and the side of the square images they hold."""
-    found = sorted((int(PIXEL.match(c).group(1)), c) for c in table.columns if PIXEL.match(c))
-    side = math.isqrt(len(found))
-    if side * side != len(found) or not found:
-        raise UserError(f"{path}: {len(found)} pixel columns; square images need a square number of them")
-    return [c for _, c in found], side
-
-
-def read_pixel_tables(root, config):
-    """Raw data from train and test tables of pixel<k> columns (Kaggle's digit recognizer, Fashion-MNIST)."""
-    found = roles(table_files(root))
-    if not found["train"] or not found["test"]:
-        raise refused_files(root, ("train", "test")) or layouts_expected(root)
-    check_fits(root, MEMORY_PER_TEXT_BYTE * sum(unpacked_size(p) for p in [found["train"][0], found["test"][0]]))
-    sample = read_sample(found["sample"]) if found["sample"] else None
-    path, test_path = found["train"][0], found["test"][0]
-    train, test = read_table(path, numeric=PIXEL), read_table(test_path, numeric=PIXEL)
-    pixels, side = pixel_columns(train, path)
-    if not all(column(test, c) for c in pixels):
-        raise UserError(f"{test_path}: lacks pixel columns that {path.name} has")
-    label = label_column(config, train, test, path, test_path)
-    y, classes = encode_labels(train[label], path, label)
-    ids = id_column(config, test, sample, test_path)
-    raw = {"train": (pixel_images(train, pixels, side, path), y), "classes": classes, "related": False,
-           "test": (pixel_images(test, pixels, side, test_path), test_labels(test, label, classes)),
-           "ids": test[ids].tolist() if ids else None, "sample": sample,
-           "columns": {"pixels": pixels, "id": ids, "label": label}}
-    if found["val"]:
-        dev = read_table(found["val"][0], numeric=PIXEL)
-        raw["dev"] = (pixel_images(dev, pixels, side, found["val"][0]), given_labels(dev, label, classes, found["val"][0]))
-    return raw
-
-
-def pixel_images(table, pixels, side, path):
-    """uint8 [N, side, side] from a table's pixel columns, each value checked to be an integer 0..255."""
-    try:
-        values = table[pixels].to_numpy(dtype=np.float64)
-    except (ValueError, KeyError) as e:
-        raise UserError(f"{path}: pixel values must be numbers ({e})") from None
-    if values.min() < 0 or values.max() > 255 or np.any(values % 1):
-        raise UserError(f"{path}: pixel values must be integers 0..255, got [{values.min():g}, {values.max():g}]")
-    return values.astype(np.uint8).reshape(len(table), side, side)

@@ -6,6 +6,7 @@ data/cache, keyed by the files' names, sizes and times, so a second run or a swe
 """
 import hashlib
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -67,18 +68,23 @@ def cache_key(groups, size):
 
 def read_images(groups, size, cache_dir):
     """[uint8 array per group of paths] (train, dev, test...), one mode for all of them, from the cache when
-    the same files were decoded at the same size before."""
+    the same files were decoded at the same size before; says which, and how long it took."""
     from toolkit.files import atomic_path
+    start, count = time.perf_counter(), sum(map(len, groups))
     path = Path(cache_dir) / f"images-{cache_key(groups, size)}.npz"
     if path.is_file():
         try:
             with np.load(path) as f:
-                return [f[str(i)] for i in range(len(groups))]
+                arrays = [f[str(i)] for i in range(len(groups))]
+            print(f"images: {count:,} files, from the cache in {time.perf_counter() - start:.1f}s", flush=True)
+            return arrays
         except (ValueError, KeyError, OSError, EOFError):
             pass  # a damaged cache is decoded again, not trusted
     decoded = [decode_all(paths, size) for paths in groups]
     grey = all(a.ndim == 2 for group in decoded for a in group)
     arrays = [stack(group, grey, size) for group in decoded]
+    print(f"images: {count:,} files decoded to {size} x {size} {'grey' if grey else 'RGB'} in "
+          f"{time.perf_counter() - start:.1f}s", flush=True)
     try:
         with atomic_path(path) as tmp:
             np.savez(tmp, **{str(i): a for i, a in enumerate(arrays)})

@@ -45,16 +45,23 @@ def self_train(x, y, unlabeled, C, rounds, margin):
     """Self-training on binary n-gram rows: (x + the confidently pseudo-labelled rows of `unlabeled`, their labels).
 
     Each round fits the NB logistic regression (ratios and weights) to the labelled rows plus the previous
-    round's confident guesses, and guesses every unlabeled row again; a row joins when its probability is at
-    least `margin` from 0.5. The unlabeled rows' own labels are never read. A movie's reviews share names and
-    words the labelled reviews lack, and its confident reviews teach them to the rest."""
+    round's confident guesses, and guesses every unlabeled row again; a row joins when its likeliest class's
+    probability is at least 0.5 + `margin` (two classes: at least `margin` from 0.5). The unlabeled rows' own
+    labels are never read. A movie's reviews share names and words the labelled reviews lack, and its
+    confident reviews teach them to the rest."""
     from toolkit.features import nb_ratios
     rows, guess = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=y.dtype)
     for _ in range(rounds):
         x_fit, y_fit = sp.vstack([x, unlabeled[rows]]).tocsr(), np.concatenate([y, guess])
         r = sp.diags(nb_ratios(x_fit, y_fit))
-        fitted = LogisticRegression(C=C, solver="liblinear").fit(x_fit @ r, y_fit)
-        p = fitted.predict_proba(unlabeled @ r)[:, 1]
-        rows = np.flatnonzero(np.abs(p - 0.5) >= margin)
-        guess = (p[rows] > 0.5).astype(y.dtype)
+        if len(np.unique(y_fit)) == 2:
+            fitted = LogisticRegression(C=C, solver="liblinear").fit(x_fit @ r, y_fit)
+            p = fitted.predict_proba(unlabeled @ r)[:, 1]
+            rows = np.flatnonzero(np.abs(p - 0.5) >= margin)
+            guess = (p[rows] > 0.5).astype(y.dtype)
+        else:
+            fitted = LogisticRegression(C=C, max_iter=1000).fit(x_fit @ r, y_fit)
+            p = fitted.predict_proba(unlabeled @ r)
+            rows = np.flatnonzero(p.max(1) >= 0.5 + margin)
+            guess = fitted.classes_[p[rows].argmax(1)].astype(y.dtype)
     return sp.vstack([x, unlabeled[rows]]).tocsr(), np.concatenate([y, guess])

@@ -73,6 +73,32 @@ def device_report():
     return report
 
 
+OWN_CONFIGS = {"text": "configs/texts.toml", "image": "configs/images.toml"}
+
+
+def competition_config(folder):
+    """The config for a competition's folder, by what it holds: configs/texts.toml or configs/images.toml."""
+    from toolkit.image_folders import kind_of
+    return OWN_CONFIGS[kind_of(folder)]
+
+
+def upload_competition(folder="/content/competition"):
+    """On Colab: ask for a .zip of a competition's files (as Kaggle's download gives them), unpack it into
+    `folder` and return it; elsewhere, or when nothing is chosen, "". A zip holding one folder gives that."""
+    if not in_colab():
+        return ""
+    import io
+    import zipfile
+    from google.colab import files
+    uploaded = files.upload()
+    if not uploaded:
+        return ""
+    for data in uploaded.values():
+        zipfile.ZipFile(io.BytesIO(data)).extractall(folder)
+    entries = list(Path(folder).iterdir())
+    return str(entries[0] if len(entries) == 1 and entries[0].is_dir() else folder)
+
+
 def cifar_config():
     """The GPU recipe where CUDA is, the 2-core-CPU recipe otherwise."""
     import torch

@@ -92,6 +92,7 @@ def read_new_images(source, task, meta, columns):
     """(uint8 images, ids, match keys) of an .npz, a pixels table, or a folder of image files (its test/ if it
     has one), in the run's image size and channels."""
     from toolkit import data, folders, images, tables
+    from toolkit.image_folders import PIXEL, image_files, pixel_images, subfolder
     if source.suffix == ".npz":
         if not task.shape:
             raise UserError(f"{source}: this run trained on image files; give a folder of them")
@@ -103,14 +104,14 @@ def read_new_images(source, task, meta, columns):
             if not found:
                 raise UserError(f"{source}: no test table of pixel columns")
             path = found[0]
-        table = tables.read_table(path, numeric=folders.PIXEL)
+        table = tables.read_table(path, numeric=PIXEL)
         side = int(len(columns["pixels"]) ** 0.5)
         ids = tables.column(table, columns["id"]) if columns.get("id") else None
-        return folders.pixel_images(table, columns["pixels"], side, path), table[ids].tolist() if ids else None, None
-    folder = folders.subfolder(source, "test") or source if source.is_dir() else None
+        return pixel_images(table, columns["pixels"], side, path), table[ids].tolist() if ids else None, None
+    folder = (subfolder(source, "test") or source) if source.is_dir() else None
     if folder is None:
         raise UserError(f"{source}: give a folder of image files (or one holding test/)")
-    paths = folders.image_files(folder)
+    paths = image_files(folder)
     if not paths:
         raise UserError(f"{folder}: no image files ({', '.join(images.EXTENSIONS)})")
     x = images.decode_all(paths, columns["image_size"], meta["channels"])

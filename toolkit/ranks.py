@@ -36,7 +36,7 @@ def setup(device):
     # torch.distributed.nn.functional takes group.WORLD as the default of ten arguments when first imported
     # (DDP imports it, through torch._dynamo): imported after the group exists, it would hold the group to
     # the interpreter's exit (see teardown). Imported before, those defaults are None.
-    import torch.distributed.nn.functional  # noqa: F401
+    from torch.distributed.nn import functional  # noqa: F401  (a from-import: `torch` stays the module's)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=TIMEOUT)
 
 

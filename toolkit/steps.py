@@ -114,8 +114,8 @@ def one_cycle(progress, warmup):
 
 def amp_dtype(device, enabled):
     """Mixed-precision dtype, or None for fp32: bf16 on GPUs that have it (no grad scaler needed), else
-    fp16; bf16 on CPUs with native bf16 (avx512_bf16/AMX), where oneDNN convs run about twice as fast as
-    fp32; fp32 on other CPUs, where bf16 is emulated and slow, and on MPS."""
+    fp16; bf16 on CPUs with native bf16 (avx512_bf16/AMX), where oneDNN convs run faster than fp32
+    (docs/performance.md); fp32 on other CPUs, where bf16 is emulated and slow, and on MPS."""
     if not enabled:
         return None
     if device.type == "cuda":

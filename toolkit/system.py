@@ -21,8 +21,9 @@ def set_allocator(kind):
 def huge_pages():
     """Put CPU tensors of 2 MB and more on transparent huge pages (PyTorch reads THP_MEM_ALLOC_ENABLE once, at
     its first allocation, so this only helps before torch loads). The sentiment MLP frees and re-allocates a
-    400 MB dense gradient every step, which in 4 KB pages costs millions of page faults an epoch. Image tasks
-    keep freed memory instead (set_allocator), which is faster for them. A value already set wins."""
+    400 MB dense gradient every step, which in 4 KB pages faults in again every step (docs/performance.md has
+    the count). Image tasks keep freed memory instead (set_allocator), which is faster for them. A value already
+    set wins."""
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 

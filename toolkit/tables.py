@@ -16,7 +16,7 @@ REFUSED = {".7z": "a .7z archive: extract it first", ".rar": "a .rar archive: ex
            ".json": "JSON: out of scope; save it as .csv", ".jsonl": "JSON: out of scope; save it as .csv",
            ".xlsx": "an Excel file: out of scope; save it as .csv", ".xls": "an Excel file: out of scope; save it as .csv",
            ".parquet": "a Parquet file: out of scope; save it as .csv"}
-SAMPLE = re.compile(r"sample.?submission", re.I)
+SAMPLE = re.compile(r"sample.?(submission|solution)", re.I)  # sample_submission.csv, sampleSubmission.csv
 
 
 def table_files(folder):

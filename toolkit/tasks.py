@@ -7,7 +7,7 @@ nothing compares task names. Adding a data set is a row here and a config (docs/
 from dataclasses import dataclass
 from typing import Callable
 
-from toolkit import data, folders
+from toolkit import data, folders, image_folders
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ TASKS = {
     "cifar10": Task("image", data.read_npz_folder, folder="cifar10", classes=CIFAR10, submit="index",
                     shape=(32, 32), channels=3, download=data.torchvision_set("CIFAR10")),
     "texts": Task("text", folders.read_texts),
-    "images": Task("image", folders.read_images),
+    "images": Task("image", image_folders.read_images),
 }
 
 

@@ -11,7 +11,6 @@ import platform
 import sys
 import time
 from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 import torch
