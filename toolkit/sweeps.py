@@ -16,7 +16,7 @@ from toolkit import ranks
 from toolkit.config import load_config
 from toolkit.data import ROOT
 from toolkit.errors import UserError
-from toolkit.estimates import describe_offset
+from toolkit.estimates import describe_offsets
 from toolkit.files import hold, write_csv
 from toolkit.models import MODELS, SHAPE_KEYS
 from toolkit.plots import plot_spread, visualize_configs, visualize_epochs
@@ -108,9 +108,9 @@ def write_summary(sweep_dir, metrics):
              fmt(m["test_acc"]), f"{m['seconds']:.1f}"] for m in metrics]
     write_csv(sweep_dir / "summary.csv", SUMMARY_HEADER, rows)
     print_table(SUMMARY_HEADER, rows)
-    offset = describe_offset(metrics[0]["config"])
-    if offset:
-        print(offset)
+    offsets = describe_offsets([m["config"] for m in metrics])
+    if offsets:
+        print(offsets)
     print(f"plots and summary.csv in {sweep_dir}/", flush=True)
     return metrics
 
