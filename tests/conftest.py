@@ -160,8 +160,9 @@ def image_competition(root, layout, n_train=120, n_test=30, classes=("ant", "bee
 # ---------------------------------------------------------------- helpers the test modules share
 
 def tiny(**changes):
+    """A small sentiment MLP on imdb_dir that saves its state after every epoch, as the resume tests need."""
     sets = {"dev_size": 100, "epochs": 3, "batch_size": 32, "hidden_dims": [16], "lr": 0.01, "min_df": 1,
-            "device": "cpu", "name": "tiny", "dropout": 0.2, **changes}
+            "device": "cpu", "name": "tiny", "dropout": 0.2, "checkpoint_minutes": 0, **changes}
     return [f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in sets.items()]
 
 

@@ -1,6 +1,7 @@
-"""A notebook's kernel that dies (a Colab disconnect, a time-out, Runtime > Restart) loses at most the epoch in
-progress: calling the same main.* function again, as running the notebook again from the top does, continues
-each interrupted run from its last.pt and skips each finished one, and ends as if nothing had happened."""
+"""A notebook's kernel that dies (a Colab disconnect, a time-out, Runtime > Restart) loses at most the training
+since its last save (checkpoint_minutes; here 0, every epoch) and the epoch in progress: calling the same main.*
+function again, as running the notebook again from the top does, continues each interrupted run from its
+last.pt and skips each finished one, and ends as if nothing had happened."""
 import csv
 import json
 import signal
@@ -27,10 +28,11 @@ def notebook_cell(out, data_dir, die_at=None):
                 return take(x, idx)
             train.take = dying
         import main
-        settings = dict(epochs=3, max_train=120, dev_size=50, plots=False, device="cpu")
+        settings = dict(epochs=3, max_train=120, dev_size=50, plots=False, device="cpu", checkpoint_minutes=0)
         main.run_config("configs/fashion_mlp.toml", data_dir={str(data_dir)!r}, out={str(out)!r}, **settings)
         main.explore_mlp_learning_rates(data_dir={str(data_dir)!r}, out={str(out)!r}, epochs=2, max_train=60,
-                                        dev_size=50, hidden_dims=[8], min_df=1, plots=False, device="cpu")
+                                        dev_size=50, hidden_dims=[8], min_df=1, plots=False, device="cpu",
+                                        checkpoint_minutes=0)
     """)
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
 

@@ -20,7 +20,7 @@ import time
 import torch
 
 from toolkit import ranks
-from toolkit.steps import evaluate, make_optimizer, take, train_step
+from toolkit.steps import evaluate, make_optimizer, steps_per_epoch, take, train_step
 
 MARGIN = 0.06  # of the budget, kept back for the plots, checkpoints and noise
 
@@ -93,13 +93,13 @@ def plan(model, data, config, started, augment=None):
     plan (the all-reduce of gradients is not timed)."""
     step_s, eval_s, spent = ranks.max_all([measure_step(model, data, config, augment),
                                            measure_eval(model, data, config), time.perf_counter() - started])
-    steps_per_epoch = math.ceil(data["train"][0].shape[0] / config["batch_size"])
+    per_epoch = steps_per_epoch(data["train"][0].shape[0], config)
     evals = final_evals(config, data)
     left = config["budget_minutes"] * 60 * (1 - MARGIN) - spent - evals * eval_s
-    fit = steps_that_fit(left, step_s, eval_s, steps_per_epoch, config["epochs"])
+    fit = steps_that_fit(left, step_s, eval_s, per_epoch, config["epochs"])
     steps = max(1, fit)
     return {"budget_minutes": config["budget_minutes"], "samples_per_s": config["batch_size"] / step_s,
-            "step_s": step_s, "eval_s": eval_s, "final_evals": evals, "epochs": math.ceil(steps / steps_per_epoch),
+            "step_s": step_s, "eval_s": eval_s, "final_evals": evals, "epochs": math.ceil(steps / per_epoch),
             "planned_steps": steps, "replanned_steps": [], "fits": fit > 0}
 
 

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from toolkit.config import DATA_RECORD, DEFAULTS, SCALED_WITH_EPOCHS
+from toolkit.config import DATA_RECORD, DEFAULTS, RUNTIME_KEYS, SCALED_WITH_EPOCHS
 from toolkit.errors import UserError
 from toolkit.files import atomic_path
 
@@ -126,21 +126,26 @@ def load_state(path, config):
 
 def changed_keys(saved, config):
     """The config keys whose values differ ([] when the two configs are the same run), the data folder of
-    your own data included (DATA_RECORD). A key the saved config lacks (added to config.py after that run)
-    counts as its default, so old runs stay valid."""
+    your own data included (DATA_RECORD), the device and precision left out (RUNTIME_KEYS). A key the saved
+    config lacks (added to config.py after that run) counts as its default, so old runs stay valid."""
     if config_hash(saved) == config_hash(config):
         return []
-    keys = set(config) | set(saved)
+    keys = (set(config) | set(saved)) - set(RUNTIME_KEYS)
     return sorted(k for k in keys if (k in DEFAULTS or k == DATA_RECORD)
                   and saved.get(k, DEFAULTS.get(k)) != config.get(k, DEFAULTS.get(k)))
 
 
 def listed(changed, saved, config):
     """changed_keys for a refusal's message. Below reg_epochs a change of epochs changes the keys scaled with it
-    (config.scaled_regularisation), which the user may never have set: the message says so."""
+    (config.scaled_regularisation), which the user may never have set; with amp_widths the net's widths follow
+    the precision, which the machine chose: the message says so."""
     scaled = [k for k in changed if k in SCALED_WITH_EPOCHS]
     below = min(saved.get("epochs", config["epochs"]), config["epochs"]) < config["reg_epochs"]
     note = f"; below reg_epochs, {', '.join(scaled)} follow epochs" if "epochs" in changed and scaled and below else ""
+    if "widths" in changed and config.get("amp_widths") and saved.get("amp_widths") == config["amp_widths"]:
+        note += (f"; the net is amp_widths {config['amp_widths']} where autocast runs and widths elsewhere, and it "
+                 f"trained as {saved['widths']}: continue it where the precision is as it was (a GPU, or a CPU with "
+                 f"native bf16, with amp = true), or start it afresh")
     return ", ".join(changed) + note
 
 

@@ -42,6 +42,8 @@ DEFAULTS = dict(
     budget_minutes=0.0,      # > 0: measure this machine's speed, then plan the epochs (and schedule) so that
                              # the whole run ends within this many minutes (budget.py); 0 = off
     batch_size=256,          # examples per step
+    drop_last=False,         # each epoch leaves out its last partial batch (other rows each epoch), so every step
+                             # has one batch shape and torch.compile compiles once
     lr=1e-3,                 # peak learning rate (per step, not scaled by batch size)
     optimizer="adam",        # sgd | momentum | nesterov | adam | adamw | muon (cnn: Muon on the conv filters,
                              # Nesterov SGD at lr on the rest; muon.py)
@@ -109,6 +111,12 @@ DEFAULTS = dict(
     compile=False,           # torch.compile the model (CUDA; slow to start)
     probabilities=False,     # also write probabilities.csv: Id and the predicted probability of class 1 for two
                              # classes (Kaggle's IMDB is scored by ROC AUC), else one column per class
+    checkpoint_minutes=5.0,  # at an epoch's end, save the training state (last.pt, and model.pt's best weights)
+                             # when this many minutes passed since the last save; 0 = every epoch. A lost machine
+                             # costs at most this much training and the epoch in progress; Ctrl-C and SIGTERM save
+                             # at once
+    keep_weights=True,       # false: a finished run keeps no model.pt (sweeps: their metrics and plots are what
+                             # they compare, and a Drive keeps gigabytes less)
     plots=True,              # draw the run's figures at the end (loss, accuracy, confusion, dev images); false
                              # saves seconds of a short run, and `main.py plot RUN_DIR` draws them later
     channels_last=True,      # memory format for the CNN
@@ -136,6 +144,7 @@ RANGES = dict(
     tta_shift=(0, 8, True), ema=(0, 1, True), bn_momentum=(0, 1, True), logit_scale=(0, None, False),
     bias_lr=(0, None, False), flip=(0, 1, True), reg_epochs=(0, None, True), muon_lr=(0, None, False),
     muon_momentum=(0, 1, True), dev_fraction=(0, 1, False), image_size=(4, 1024, True),
+    checkpoint_minutes=(0, None, True),
     seed=(0, 2**31 - 1, True),  # numpy takes seeds < 2**32; each rank seeds seed + rank
 )
 
@@ -262,6 +271,9 @@ def check_combination(config):
 
 # the data folder of a run of your own data (tasks.data_files), part of its identity: set by run, never by a user
 DATA_RECORD = "data"
+# how a run computes and what it keeps, not what it trains: a run resumed on another device or precision is the same
+# run (where the precision changes the net, amp_widths, its widths differ)
+RUNTIME_KEYS = ("device", "amp", "compile", "channels_last", "checkpoint_minutes", "keep_weights")
 REGULARISATION = ("label_smoothing", "weight_decay")
 SCALED_WITH_EPOCHS = ("dropout", "flip", "tta_flip", *REGULARISATION)  # the keys scaled_regularisation sets
 # what load_config scaled, {key: [as given, as trained]}: derived from the keys above, never set by a user

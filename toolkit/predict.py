@@ -21,8 +21,11 @@ def load_checkpoint(run_dir, name="model.pt"):
     """(model in eval mode, checkpoint dict) from RUN_DIR/model.pt (or `name`), with one-line errors for bad files."""
     path = Path(run_dir) / name
     if not path.is_file():
-        if (Path(run_dir) / "metrics.json").is_file():  # a run that diverged in its first epoch saves no model
-            raise UserError(f"{path}: no checkpoint; the run kept none ({Path(run_dir) / 'metrics.json'} says why)")
+        metrics = Path(run_dir) / "metrics.json"
+        if metrics.is_file() and not json.loads(metrics.read_text())["config"].get("keep_weights", True):
+            raise UserError(f"{path}: no checkpoint; the run kept no weights (keep_weights = false, as in a sweep)")
+        if metrics.is_file():  # a run that diverged in its first epoch saves no model
+            raise UserError(f"{path}: no checkpoint; the run kept none ({metrics} says why)")
         raise UserError(f"{path}: no checkpoint (train with `main.py run` first)")
     try:
         checkpoint = safe_load(path)

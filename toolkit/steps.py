@@ -16,6 +16,7 @@ from torch import nn
 
 from toolkit import ranks
 from toolkit.errors import UserError
+from toolkit.models import MODELS
 from toolkit.muon import Muon
 
 
@@ -31,6 +32,12 @@ def seed_everything(seed):
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # seeds CUDA and MPS too
+
+
+def steps_per_epoch(n, config):
+    """Training steps in an epoch of n rows: a last partial batch is one more, unless drop_last leaves it out."""
+    size = config["batch_size"]
+    return n // size if config["drop_last"] and n >= size else math.ceil(n / size)
 
 
 def take(x, idx):
@@ -178,6 +185,8 @@ def evaluate(model, x, y, config, batch_size=2048, probabilities=False):
     for i in range(0, len(rows), batch_size):
         idx = rows[i:i + batch_size]
         xb = take(x, idx)
+        if config["channels_last"] and MODELS[config["model"]].convolutional:  # the format it trains in
+            xb = xb.contiguous(memory_format=torch.channels_last)
         with autocast(device, config["amp"]):
             logits = tta_logits(model, xb, config) if xb.dim() == 4 else model(xb).float()
         preds.append(logits.argmax(1))

@@ -44,13 +44,15 @@ def sweep(sweep_name, key, values, names, base=SENTIMENT_BASE, data_dir=None, ou
     sweep_dir = Path(out) / sweep_name
     # validate every config before the first (possibly long) run starts
     text = TASKS[load_config(base, overrides)["task"]].kind == "text"
-    pinned = {"interpolate": 0.0, "refit": False, "self_train": 0} if text else {}  # MLPs alone, dev-selected
+    pinned = {"keep_weights": False}  # a sweep compares metrics and plots; its runs' weights would fill a Drive
+    if text:
+        pinned.update(interpolate=0.0, refit=False, self_train=0)  # MLPs alone, dev-selected
     configs = [load_config(base, overrides, pinned={**pinned, key: value, "name": name})
                for value, name in zip(values, names)]
     check_varied(configs[0], key, sweep_name)
     if text and configs[0]["features"] == "nb":
         homework = Path(base).resolve() == SENTIMENT_BASE
-        linear = (SENTIMENT_LINEAR, {}) if homework else (base, {**pinned, "model": "logreg"})
+        linear = (SENTIMENT_LINEAR, {"keep_weights": False}) if homework else (base, {**pinned, "model": "logreg"})
         configs.append(load_config(linear[0], overrides, pinned={**linear[1], "name": "nb-logreg"}))
         names = [*names, "nb-logreg"]
     with hold_sweep(sweep_dir):  # a second process on the same sweep is refused, naming this one
@@ -159,7 +161,7 @@ def seeded_configs(key, values, label, seeds, overrides, base=None):
     """The base config (configs/fashion_init.toml) with each of `values` for `key` and each seed, named
     <label(value)>-seed<seed>; values outer, seeds inner. All are read before a sweep takes its folder, so a
     bad override leaves none."""
-    configs = [load_config(base or INIT_BASE, overrides, pinned={key: value, "seed": seed,
+    configs = [load_config(base or INIT_BASE, overrides, pinned={key: value, "seed": seed, "keep_weights": False,
                                                                  "name": f"{label(value)}-seed{seed}"})
                for value in values for seed in seeds]
     check_varied(configs[0], key, "init")

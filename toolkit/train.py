@@ -24,7 +24,8 @@ from toolkit.checkpoint import (Interrupted, config_hash, load_state, rng_states
 from toolkit.files import write_json
 from toolkit.logs import EpochLog, write_hparams
 from toolkit.progress import progress_bar
-from toolkit.steps import amp_dtype, evaluate, make_optimizer, make_scheduler, seed_everything, take, train_step
+from toolkit.steps import (amp_dtype, evaluate, make_optimizer, make_scheduler, seed_everything, steps_per_epoch, take,
+                           train_step)
 from toolkit.submission import write_predictions
 
 
@@ -45,7 +46,8 @@ def say(text, err=False):
 class TrainState:
     """What a run needs to stop at any step and continue exactly, as torchvision's checkpoint dict: model,
     optimizer, scheduler, grad scaler, EMA, epoch and step, the epoch's running sums, history, best-on-dev and
-    every rank's RNG states. `save` writes last.pt (every rank calls it, rank 0 writes), `load` reads it."""
+    every rank's RNG states. `save` writes model.pt's best weights where they changed, then last.pt (every rank
+    calls it, rank 0 writes); `load` reads them, on this device and precision whatever they were saved on."""
 
     def __init__(self, model, config, steps_per_epoch, device, plan=None):
         self.model, self.config, self.device, self.plan = model, config, device, plan
@@ -66,6 +68,8 @@ class TrainState:
         # the run's seconds: those of the processes before a --resume, and this one's since `started`
         self.seconds_before, self.started = 0.0, time.perf_counter()
         self.best = {"dev_acc": -1.0, "dev_loss": math.inf, "epoch": None, "state": None, "preds": None}
+        self.write_best, self.best_unsaved = None, False  # model.pt is written with last.pt, not at every best
+        self.saved_at = time.perf_counter()
         self.log = None  # the run folder's EpochLog (rank 0), while fit trains
 
     @property
@@ -76,17 +80,30 @@ class TrainState:
     def seconds(self):
         return self.seconds_before + time.perf_counter() - self.started
 
+    def save_due(self):
+        """Whether checkpoint_minutes have passed since the last save (0: always)."""
+        return time.perf_counter() - self.saved_at >= 60 * self.config["checkpoint_minutes"]
+
     def save(self, path):
         rngs = ranks.gather(rng_states(self.gen))  # each rank's: a resume on as many ranks is exact
         sums = None if self.sums is None else ranks.sum_all(self.sums.clone())  # the whole global batch's
         if ranks.is_main():
+            self.flush_best()  # first: last.pt's record of the best epoch must find its weights in model.pt
             save_state(path, {
                 "config": self.config, "plan": self.plan, "epoch": self.epoch, "step": self.step, "sums": sums,
-                "history": self.history, "seconds": self.seconds(),
+                "history": self.history, "seconds": self.seconds(), "device": self.device.type,
+                "precision": str(self.precision).removeprefix("torch."),
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "ema": None if self.ema is None else self.ema.state_dict(), "lookahead": self.lookahead, "rng": rngs,
                 "best": {k: self.best[k] for k in ("dev_acc", "dev_loss", "epoch", "preds")}})
+        self.saved_at = time.perf_counter()
+
+    def flush_best(self):
+        """Write model.pt where the best weights changed since it was written (rank 0)."""
+        if self.best_unsaved and self.write_best is not None:
+            self.write_best()
+            self.best_unsaved = False
 
     def load(self, path, state=None):
         """Restore from last.pt at path (or from its contents, already read by load_state)."""
@@ -94,7 +111,13 @@ class TrainState:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        now = (self.device.type, str(self.precision).removeprefix("torch."))
+        before = (state.get("device", now[0]), state.get("precision", now[1]))
+        if state["scaler"] and self.scaler.is_enabled():  # fp16 both times; else the scaler starts afresh
+            self.scaler.load_state_dict(state["scaler"])
+        if before != now:
+            say(f"resuming on {now[0]} in {now[1]}; trained so far on {before[0]} in {before[1]}"
+                f"{': the fp16 loss scale starts afresh' if self.scaler.is_enabled() else ''}")
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
         if self.lookahead is not None:
@@ -144,7 +167,7 @@ def train_one_epoch(state, step_model, train, config, augment, stop, last_path, 
     the training rows, mixed into the targets by config distill (distillation)."""
     x, y = train
     n, size, world = x.shape[0], config["batch_size"], ranks.world_size()
-    steps = math.ceil(n / size)
+    steps = steps_per_epoch(n, config)
     last = min(steps, state.total_steps - (state.epoch - 1) * steps)  # a budget's last epoch may be partial
     # one permutation per epoch, the same on every rank, drawn from the seed and the epoch alone
     order = torch.Generator(device=x.device).manual_seed(config["seed"] * 100_003 + state.epoch)
@@ -196,8 +219,9 @@ def distilled_targets(probs, labels, weight):
 
 def end_epoch(state, data, config, t0, out_dir):
     """Evaluate on dev, record the epoch, keep the best weights in model.pt, move on to the next epoch."""
-    whole = state.step >= state.steps_per_epoch  # else a budget's last epoch, stopped part way
-    n = data["train"][0].shape[0] if whole else state.step * config["batch_size"]
+    # the rows trained: all, or whole batches where the last is dropped or a budget's last epoch stopped part way
+    whole = state.step >= state.steps_per_epoch and not config["drop_last"]
+    n = data["train"][0].shape[0] if whole else min(data["train"][0].shape[0], state.step * config["batch_size"])
     train_loss, train_acc = (ranks.sum_all(state.sums) / n).tolist()
     t_eval = time.perf_counter()
     ranks.same_buffers(state.eval_model)
@@ -206,7 +230,8 @@ def end_epoch(state, data, config, t0, out_dir):
     dev_loss, dev_acc, dev_preds = evaluate(state.eval_model, *data["dev"], {**config, "tta_shift": 0})
     h = {"epoch": state.epoch, "steps": state.step, "train_loss": train_loss, "train_acc": train_acc,
          "dev_loss": dev_loss, "dev_acc": dev_acc, "seconds": time.perf_counter() - t0,
-         "eval_seconds": time.perf_counter() - t_eval, "lr": state.optimizer.param_groups[0]["lr"]}
+         "eval_seconds": time.perf_counter() - t_eval, "lr": state.optimizer.param_groups[0]["lr"],
+         "precision": str(state.precision).removeprefix("torch.")}
     state.history.append(h)
     if state.log:
         state.log.epoch(h)
@@ -216,9 +241,7 @@ def end_epoch(state, data, config, t0, out_dir):
     if dev_acc > state.best["dev_acc"] if data["meta"]["metric"] == "accuracy" else dev_loss < state.best["dev_loss"]:
         state.best = {"dev_acc": dev_acc, "dev_loss": dev_loss, "epoch": state.epoch, "preds": dev_preds,
                       "state": copy.deepcopy(state.eval_model.state_dict())}
-        if ranks.is_main():
-            save_best(out_dir / "model.pt", state.best["state"], config, state.epoch, dev_acc, data["meta"],
-                      data["reader"])
+        state.best_unsaved = True  # written with the next last.pt, or at the end
     state.epoch, state.step, state.sums = state.epoch + 1, 0, None
 
 
@@ -252,6 +275,7 @@ def fit(model, data, config, out_dir, augment=None, extra=None, resume=False, st
                 err=True)
     state, step_model = prepare(model, data, config, plan)
     state.started = start
+    keep_best_in(state, out_dir / "model.pt", data)
     if resume:
         state.load(last_path, saved)
         say(f"resuming {config['name']} at epoch {state.epoch}, step {state.step}")
@@ -272,8 +296,9 @@ def fit(model, data, config, out_dir, augment=None, extra=None, resume=False, st
                 if state.total_steps != before:
                     say(f"budget: {state.total_steps} steps in {state.epochs} epochs re-planned at the speed of "
                         f"epochs 1-{state.epoch - 1} (was {before})")
-            state.save(last_path)  # at least once an epoch
-            signum = ranks.max_all([stop["signal"] or 0])[0]
+            signum, due = ranks.max_all([stop["signal"] or 0, state.save_due()])  # rank 0's clock for all
+            if signum or due:
+                state.save(last_path)
             if signum:
                 raise Interrupted(int(signum), last_path)
     if plan:
@@ -294,18 +319,26 @@ def closing_log(state):
 
 def prepare(model, data, config, plan=None):
     """(TrainState, the model to step) for fit and refit: seeded RNGs (dropout masks differ between ranks;
-    rank 0's are one process's), DDP under torchrun, torch.compile when configured."""
+    rank 0's are one process's), DDP under torchrun, cuDNN's search for the fastest convolutions on a GPU,
+    torch.compile when configured."""
     device = data["train"][0].device
     seed_everything(config["seed"] + ranks.rank())
+    if device.type == "cuda":  # one search per input shape; left out where the algorithms must be deterministic
+        torch.backends.cudnn.benchmark = not torch.are_deterministic_algorithms_enabled()
     step_model = ranks.wrap(model, device)
     state = TrainState(getattr(step_model, "module", step_model), config,
-                       math.ceil(data["train"][0].shape[0] / config["batch_size"]), device, plan)
-    return state, torch.compile(step_model) if config["compile"] else step_model
+                       steps_per_epoch(data["train"][0].shape[0], config), device, plan)
+    if not config["compile"]:
+        return state, step_model
+    # the training steps only: with drop_last they have one batch shape, so one compilation. Evaluation runs
+    # uncompiled: its batches have several shapes (2,048 and the remainders), each another compilation
+    say("compiling the model for its training steps (torch.compile): the first step waits for it")
+    return state, torch.compile(step_model)
 
 
 def epoch_steps(h, state):
-    """Steps an epoch of history trained (last.pt files written before plans counted steps lack the key)."""
-    return h.get("steps", state.steps_per_epoch)
+    """Steps an epoch of history trained."""
+    return h["steps"]
 
 
 def fit_fixed(model, data, config, out_dir, extra=None):
@@ -320,14 +353,22 @@ def fit_fixed(model, data, config, out_dir, extra=None):
     n = data["train"][0].shape[0]
     # end_epoch sums the ranks' shares
     state.sums = torch.tensor([train_loss * n, train_acc * n], device=device) / ranks.world_size()
+    keep_best_in(state, out_dir / "model.pt", data)
     state.log = EpochLog(out_dir, []) if ranks.is_main() else None
     with closing_log(state):
         end_epoch(state, data, config, start, out_dir)
     return finish(state, data, config, out_dir, extra)
 
 
+def keep_best_in(state, path, data):
+    """Where and how state.flush_best writes the best weights: model.pt, with what predict needs."""
+    state.write_best = lambda: save_best(path, state.best["state"], state.config, state.best["epoch"],
+                                         state.best["dev_acc"], data["meta"], data["reader"])
+
+
 def finish(state, data, config, out_dir, extra=None):
-    """Test the best weights, write metrics.json, plots and submission.csv (rank 0); drop last.pt."""
+    """Test the best weights, write metrics.json, plots and submission.csv (rank 0); keep model.pt where the
+    config keeps weights; drop last.pt."""
     test_acc, best = None, state.best
     final_dev_acc, dev_preds = best["dev_acc"] if best["epoch"] else None, best["preds"]
     if best["state"] is not None:
@@ -354,12 +395,16 @@ def finish(state, data, config, out_dir, extra=None):
                "test_acc": test_acc, "diverged": state.diverged is not None, "diverged_at": state.diverged,
                "seconds": state.seconds(), **data["meta"], **(extra or {})}
     if ranks.is_main():
+        if config["keep_weights"]:
+            state.flush_best()
         write_json(out_dir / "metrics.json", metrics)
         write_hparams(out_dir, config, metrics)
         if state.history and config["plots"]:
             from toolkit.plots import plot_run  # matplotlib: imported only when drawing
             plot_run(state.history, out_dir, config["name"])
         (out_dir / "last.pt").unlink(missing_ok=True)  # finished: nothing to resume (up to 1 GB for sentiment)
+        if not config["keep_weights"]:
+            (out_dir / "model.pt").unlink(missing_ok=True)  # written only for a resume, if the run was long
     ranks.barrier()  # every rank returns once the files exist (a sweep's summary reads them)
     return metrics
 
@@ -384,8 +429,9 @@ def refit(model, data, config, epochs, out_dir, augment=None):
     _, test_acc, preds, *probs = evaluate(state.eval_model, *data["test"], config,
                                           probabilities=needs_probabilities(config, data))
     if ranks.is_main():
-        save_best(out_dir / "model_refit.pt", state.eval_model.state_dict(), config, epochs, None, data["meta"],
-                  data["reader"])
+        if config["keep_weights"]:
+            save_best(out_dir / "model_refit.pt", state.eval_model.state_dict(), config, epochs, None, data["meta"],
+                      data["reader"])
         write_predictions(out_dir / "submission.csv", data["form"], preds, probs, data["meta"], config["probabilities"])
     return {**record, "test_acc": test_acc, "seconds": time.perf_counter() - start}
 
