@@ -18,10 +18,12 @@ vanished folder, permission denied, out of memory) as one line and exit code 1.
 import argparse
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from toolkit.errors import UserError
-from toolkit.system import exit_now, huge_pages, ignore_sigterm_while_ranks_start, set_allocator
+from toolkit.system import exit_now, ignore_sigterm_while_ranks_start, set_allocator
+from toolkit.system import huge_pages  # noqa: F401  (a notebook asks for it: main.huge_pages())
 
 ignore_sigterm_while_ranks_start()  # before the heavy imports: see toolkit/system.py
 
@@ -169,19 +171,35 @@ def main(argv=None):
 # Each imports what it needs when called, so `--help` and argument errors answer without loading torch.
 
 def prepare(args, kind=None):
-    """What every training command sets before torch allocates: the output folder checked, the CPU allocator
-    for the task's kind (None: several), and --deterministic."""
+    """What every training command sets for its process before torch allocates: the output folder checked, the
+    CPU allocator for the task's kind (None: several), and --deterministic."""
     check_out(args.out)
     set_allocator(kind)
     if args.deterministic:
-        deterministic()
+        use_deterministic_algorithms(True)  # for the whole process, which ends with the command
 
 
-def deterministic():
-    """torch.use_deterministic_algorithms(True), with the cuBLAS workspace setting it needs on a GPU."""
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+def use_deterministic_algorithms(on):
+    """torch.use_deterministic_algorithms(on), with the cuBLAS workspace setting it needs on a GPU."""
     import torch
-    torch.use_deterministic_algorithms(True)
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(on)
+
+
+@contextmanager
+def deterministic_algorithms(on):
+    """use_deterministic_algorithms(on) within the block; after it, as it was: a notebook's kernel keeps the user's
+    own setting."""
+    import torch
+    before, workspace = torch.are_deterministic_algorithms_enabled(), os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    use_deterministic_algorithms(on)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)
+        if workspace is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
 
 
 def run_command(args):
@@ -258,7 +276,9 @@ def plot_command(args):
 # ---------------------------------------------------------------- the same experiments as Python functions
 # For notebooks and the homework skeleton (`import main; main.explore_mlp_structures(epochs=5)`). Keyword
 # arguments become the `--set key=value` overrides the command line passes: any key of config.py works
-# (lr=3e-3, batch_size=128, max_train=400, ...), and a wrong one raises config.UserError naming it.
+# (lr=3e-3, batch_size=128, max_train=400, ...), and a wrong one raises UserError naming it, which a notebook
+# shows as one line in its own words (errors.py). They leave the process as they found it: the allocator and
+# huge pages are the caller's to ask for (huge_pages()), and deterministic=True lasts the call.
 # Each imports the heavy modules when called, so `import main` and `main.py --help` do not load torch.
 
 def as_overrides(settings):
@@ -271,49 +291,50 @@ def config_path(config):
     return Path(config) if Path(config).is_file() else Path(__file__).resolve().parent / config
 
 
-def run_sweep(name, data_dir, out, force, config, settings):
-    huge_pages()
+def run_sweep(name, data_dir, out, force, config, deterministic, settings):
     from toolkit import sweeps
     base = config and config_path(config)
-    metrics = getattr(sweeps, name)(data_dir, out, as_overrides(settings), force, base=base)
+    with deterministic_algorithms(deterministic):
+        metrics = getattr(sweeps, name)(data_dir, out, as_overrides(settings), force, base=base)
     return {m["name"]: m for m in metrics}
 
 
 def explore_mlp_structures(data_dir=None, out="runs", epochs=None, device=None, force=False, config=None,
-                           **settings):
+                           deterministic=False, **settings):
     """IMDB MLP with hidden dims [], [512], [512, 512], [512, 512, 512]; plots and summary.csv in
     OUT/structures/. Returns {config name: metrics}: each with its per-epoch `history` (train/dev loss and
     accuracy, what the plots show), `best_dev_acc`, `best_epoch` and `test_acc` (None when withheld).
     Finished configurations are skipped on a re-run unless force=True; data_dir defaults to $DATA_DIR;
-    config names another base config (configs/texts.toml with your own texts' data_dir)."""
-    return run_sweep("explore_mlp_structures", data_dir, out, force, config,
+    config names another base config (configs/texts.toml with your own texts' data_dir); deterministic=True
+    runs them with torch's deterministic algorithms (reproducible on a GPU)."""
+    return run_sweep("explore_mlp_structures", data_dir, out, force, config, deterministic,
                      dict(epochs=epochs, device=device, **settings))
 
 
 def explore_mlp_activations(data_dir=None, out="runs", epochs=None, device=None, force=False, config=None,
-                            **settings):
+                            deterministic=False, **settings):
     """One 512 hidden layer with Sigmoid, Tanh, ReLU, GELU; OUT/activations/. Returns as explore_mlp_structures."""
-    return run_sweep("explore_mlp_activations", data_dir, out, force, config,
+    return run_sweep("explore_mlp_activations", data_dir, out, force, config, deterministic,
                      dict(epochs=epochs, device=device, **settings))
 
 
 def explore_mlp_learning_rates(data_dir=None, out="runs", epochs=None, device=None, force=False, config=None,
-                               **settings):
+                               deterministic=False, **settings):
     """One 512 hidden layer at lr 1e-4 ... 1e-2; OUT/learning-rates/. Returns as explore_mlp_structures."""
-    return run_sweep("explore_mlp_learning_rates", data_dir, out, force, config,
+    return run_sweep("explore_mlp_learning_rates", data_dir, out, force, config, deterministic,
                      dict(epochs=epochs, device=device, **settings))
 
 
-def run_config(config, data_dir=None, out="runs", epochs=None, device=None, force=False, **settings):
+def run_config(config, data_dir=None, out="runs", epochs=None, device=None, force=False, deterministic=False,
+               **settings):
     """Train one configs/*.toml file (path relative to here or to this repository) into OUT/<name>/, as
     `main.py run` does; a finished run with the same config and data is skipped unless force=True, an
     interrupted one resumed. Returns its metrics (history, best_dev_acc, test_acc, ...)."""
     from toolkit.config import load_config
-    from toolkit.tasks import TASKS
     config = load_config(config_path(config), as_overrides(dict(epochs=epochs, device=device, **settings)))
-    set_allocator(TASKS[config["task"]].kind)
     from toolkit.run import run_or_skip
-    metrics = run_or_skip(config, data_dir, Path(out), force)
+    with deterministic_algorithms(deterministic):
+        metrics = run_or_skip(config, data_dir, Path(out), force)
     print_result(metrics, Path(out) / config["name"])
     return metrics
 

@@ -128,11 +128,34 @@ def show_run(run_dir):
     show(run_dir / "confusion.png", run_dir / "predictions.png", width=500)
 
 
-def hand_over(path):
-    """Say where a submission is and how many rows it has; on Colab also offer it for download."""
+def describe_submission(path):
+    """Say where a submission is and how many rows it has."""
     path = Path(path)
     rows = sum(1 for _ in path.open()) - 1
     print(f"{path}: {rows:,} predictions")
-    if in_colab():
+
+
+def hand_over(out):
+    """Every submission.csv under `out` in one zip, submissions.zip beside them, named by their runs' folders;
+    on Colab offered as one download (several in a row would trip the browser's prompt). Returns the zip."""
+    import zipfile
+    out = Path(out)
+    found = sorted(out.rglob("submission.csv"))
+    zipped = out / "submissions.zip"
+    with zipfile.ZipFile(zipped, "w", zipfile.ZIP_DEFLATED) as z:
+        for path in found:
+            z.write(path, path.parent.relative_to(out).as_posix().replace("/", "-") + ".csv")
+    print(f"{zipped}: {len(found)} submissions ({', '.join(p.parent.name for p in found) or 'none yet'})")
+    if in_colab() and found:
         from google.colab import files
-        files.download(str(path))
+        files.download(str(zipped))
+    return zipped
+
+
+def finish():
+    """On Colab with the Drive mounted: write every file through to Google Drive and unmount it, so that nothing
+    is left in Drive's local staging when the session ends. Elsewhere nothing to do."""
+    if in_colab() and Path(DRIVE).is_dir() and os.path.ismount(DRIVE):
+        from google.colab import drive
+        drive.flush_and_unmount()
+        print("Google Drive flushed and unmounted: every result is on Drive")
