@@ -78,5 +78,6 @@ def test_the_activations_sweep_uses_one_hidden_layer_of_512_unless_told_otherwis
     args = ["epochs=1", "dev_size=100", "min_df=1"]
     metrics = explore_mlp_activations(imdb_dir, tmp_path / "a", args)
     assert {tuple(m["config"]["hidden_dims"]) for m in metrics[:-1]} == {(512,)}  # the last row: nb-logreg
+    assert {m["config"]["max_features"] for m in metrics} == {200000}  # the sweeps' own, not sentiment_mlp's
     metrics = explore_mlp_activations(imdb_dir, tmp_path / "b", [*args, "hidden_dims=[16]"])
     assert {tuple(m["config"]["hidden_dims"]) for m in metrics[:-1]} == {(16,)}

@@ -26,6 +26,9 @@ from toolkit.tasks import TASKS
 SENTIMENT_BASE = ROOT / "configs" / "sentiment_mlp.toml"
 SENTIMENT_LINEAR = ROOT / "configs" / "sentiment_logreg.toml"  # the baseline row of the homework's sweeps
 INIT_BASE = ROOT / "configs" / "fashion_init.toml"
+# the homework sweeps' own n-gram features, whatever sentiment_mlp.toml keeps: a 512-unit layer over every n-gram
+# would not fit a notebook's memory or Drive, and the sweeps' results stay comparable from one version to the next
+SWEEP_FEATURES = ["max_features=200000"]
 SUMMARY_HEADER = ["config", "best_dev_acc", "best_epoch", "test_acc", "seconds"]
 
 
@@ -123,23 +126,31 @@ def print_table(header, rows):
         print("  ".join(str(v).ljust(w) for v, w in zip(r, widths)))
 
 
+def homework(base, overrides):
+    """The base and overrides of a sentiment sweep: a given base as it is; the homework's with its own features
+    (SWEEP_FEATURES) unless the overrides say otherwise."""
+    return (base, list(overrides)) if base else (SENTIMENT_BASE, [*SWEEP_FEATURES, *overrides])
+
+
 def explore_mlp_structures(data_dir=None, out="runs", overrides=(), force=False, base=None):
     dims = [[], [512], [512, 512], [512, 512, 512]]
     names = ["linear"] + ["-".join(map(str, d)) for d in dims[1:]]
-    return sweep("structures", "hidden_dims", dims, names, base or SENTIMENT_BASE, data_dir, out, overrides, force)
+    base, overrides = homework(base, overrides)
+    return sweep("structures", "hidden_dims", dims, names, base, data_dir, out, overrides, force)
 
 
 def explore_mlp_activations(data_dir=None, out="runs", overrides=(), force=False, base=None):
     """One hidden layer of 512 (the homework's) unless --set hidden_dims says otherwise."""
     acts = ["Sigmoid", "Tanh", "ReLU", "GELU"]
-    return sweep("activations", "activation", acts, [a.lower() for a in acts], base or SENTIMENT_BASE, data_dir, out,
+    base, overrides = homework(base, overrides)
+    return sweep("activations", "activation", acts, [a.lower() for a in acts], base, data_dir, out,
                  ["hidden_dims=[512]", *overrides], force)
 
 
 def explore_mlp_learning_rates(data_dir=None, out="runs", overrides=(), force=False, base=None):
     """One hidden layer of 512 (an MLP's; another model keeps its shape) at lr 1e-4 ... 1e-2."""
     lrs = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]  # two orders of magnitude around Adam's usual 1e-3
-    base = base or SENTIMENT_BASE
+    base, overrides = homework(base, overrides)
     shape = ["hidden_dims=[512]"] if "hidden_dims" in MODELS[load_config(base, overrides)["model"]].keys else []
     return sweep("learning-rates", "lr", lrs, [f"lr={lr:g}" for lr in lrs], base, data_dir, out,
                  [*shape, *overrides], force)
