@@ -10,7 +10,7 @@ from toolkit.run import run
 from conftest import signal_at_call, without_seconds
 from toolkit.muon import orthogonalize
 from toolkit.steps import make_optimizer, tta_logits
-from toolkit.train import TrainState, lookahead_step
+from toolkit.state import TrainState, lookahead_step
 
 
 def settings(**changes):

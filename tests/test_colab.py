@@ -14,7 +14,7 @@ from nbclient import NotebookClient
 
 from conftest import signal_at_call, swept, tiny
 from main import main
-from toolkit import checkpoint, steps, train
+from toolkit import checkpoint, state, steps, train
 from toolkit.config import load_config
 from toolkit.data import ROOT
 from toolkit.run import run
@@ -136,7 +136,7 @@ def test_a_sweeps_runs_keep_their_metrics_and_plots_but_no_weights(imdb_dir, tmp
 def on_a_machine(monkeypatch, precision):
     """This process as a machine whose autocast runs in `precision` (None: fp32), its data loaded afresh."""
     import toolkit.tensors
-    for module in (train, steps, toolkit.tensors):
+    for module in (state, steps, toolkit.tensors):
         monkeypatch.setattr(module, "amp_dtype", lambda device, enabled: precision if enabled else None)
     toolkit.tensors.forget()
 

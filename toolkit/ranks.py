@@ -10,6 +10,7 @@ import datetime
 import os
 import re
 import signal
+import sys
 
 import torch
 import torch.distributed as dist
@@ -47,6 +48,12 @@ def teardown():
     SIGABRT on one rank, now and then (pytorch/pytorch#190489)."""
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def say(text, err=False):
+    """Print on rank 0 only (one process: always)."""
+    if is_main():
+        print(text, file=sys.stderr if err else sys.stdout, flush=True)
 
 
 def world_size():

@@ -15,11 +15,12 @@ from toolkit.faults import in_run
 from toolkit.files import write_json
 from toolkit.models import MODELS, build_model, init_from_data, place
 from toolkit.predict import load_checkpoint
+from toolkit.ranks import say
 from toolkit.rundirs import shared_folder
 from toolkit.steps import amp_dtype, evaluate, join_rows, pick_device
 from toolkit.tasks import TASKS, data_files
 from toolkit.tensors import load_task
-from toolkit.train import fit, fit_fixed, refit, say
+from toolkit.train import fit, fit_fixed, refit
 from mlp import make_activation
 
 
