@@ -62,6 +62,20 @@ class SparseLinear(nn.EmbeddingBag):
         return x @ self.weight + self.bias
 
 
+class Dropout(nn.Dropout):
+    """nn.Dropout whose mask, on a CPU, takes 16 random bits an activation, four from each 64-bit draw:
+    bernoulli_ draws one number an activation, one at a time, 4x slower, and that was half of the Fashion MLP's
+    step. A unit is dropped with probability p to within 2^-17; on a GPU this is nn.Dropout itself."""
+
+    def forward(self, x):
+        if not self.training or not 0 < self.p < 1 or x.device.type != "cpu":
+            return super().forward(x)
+        n = x.numel()
+        bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-2**63, 2**63 - 1).view(torch.int16)[:n]
+        keep = bits.view(x.shape) >= round(self.p * 65536) - 32768
+        return x * (keep.to(x.dtype) * (1 / (1 - self.p)))
+
+
 class SentimentClassifier(nn.Module):
     """MLP whose layers sit in an nn.ModuleList built from consecutive pairs of [input_dim, *hidden_dims,
     num_classes]; hidden_dims=[] is logistic regression. The activation (and dropout) follows every hidden
@@ -78,7 +92,7 @@ class SentimentClassifier(nn.Module):
             for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])))
         self.norms = nn.ModuleList(nn.BatchNorm1d(h) if batch_norm else nn.Identity() for h in hidden_dims)
         self.activation = make_activation(activation)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x):
         if x.layout == torch.strided:

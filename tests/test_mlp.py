@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from toolkit.features import to_torch
-from mlp import ACTIVATIONS, SentimentClassifier, SparseLinear, make_activation
+from mlp import ACTIVATIONS, Dropout, SentimentClassifier, SparseLinear, make_activation
 
 
 @pytest.mark.parametrize("hidden_dims", [[], [512], [512, 512], [512, 512, 512], [7, 3]])
@@ -85,6 +85,28 @@ def test_dropout_is_on_in_training_and_off_in_evaluation():
     model.eval()
     assert torch.equal(model(x), model(x))
 
+
+@pytest.mark.parametrize("p", [0.1, 0.3, 0.5])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_dropout_drops_p_of_the_units_and_scales_the_rest_to_keep_the_mean(p, dtype):
+    torch.manual_seed(0)
+    x = torch.ones(1000, 1000, dtype=dtype)
+    y = Dropout(p)(x).float()
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - p) < 0.002  # 10^6 units: 5 standard errors or less
+    assert torch.allclose(y[y != 0], torch.tensor(1 / (1 - p)), rtol=1e-2)
+    assert abs(y.mean().item() - 1) < 0.01
+    assert not torch.equal(y, Dropout(p)(x).float())  # a new mask at every call
+
+
+def test_dropout_follows_the_seed_and_lets_gradients_through_the_kept_units_only():
+    x = torch.randn(64, 32, requires_grad=True)
+    torch.manual_seed(1)
+    y = Dropout(0.5)(x)
+    torch.manual_seed(1)
+    assert torch.equal(y, Dropout(0.5)(x))
+    y.sum().backward()
+    assert torch.equal(x.grad, (y != 0).float() * 2)
 
 @pytest.mark.parametrize("init", ["zeros", "constant"])
 def test_symmetric_initialization_keeps_hidden_units_identical_while_training(init):

@@ -16,7 +16,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from mlp import SentimentClassifier
+from mlp import Dropout, SentimentClassifier
 from toolkit.augment import batch_augment
 from toolkit.config import DEFAULTS
 from toolkit.tensors import load_task
@@ -28,12 +28,16 @@ p.add_argument("--hidden", default="1024,1024", help="hidden sizes, comma-separa
 p.add_argument("--dropout", type=float, default=0.3)
 p.add_argument("--lr", type=float, default=2e-3)
 p.add_argument("--bn", action="store_true", help="a batch norm before each hidden ReLU")
+p.add_argument("--input-dropout", type=float, default=0.0, help="dropout on the pixels")
 p.add_argument("--erase", type=float, default=0.0, help="share of images with one random rectangle erased")
 p.add_argument("--mixup", type=float, default=0.0, help="mixup's Beta(alpha, alpha); 0 = off")
 p.add_argument("--mixed", type=float, default=1.0, help="with mixup: share of the batches mixed")
 p.add_argument("--translate", type=int, default=0, help="pixels of random shift")
 p.add_argument("--shifted", type=float, default=1.0, help="share of the images shifted")
 p.add_argument("--swa", type=float, default=0.0, help="also score the average of the last FRACTION of epochs")
+p.add_argument("--pseudo", type=int, default=0,
+               help="from this epoch on, also train on the test images the model then labels with confidence")
+p.add_argument("--pseudo-confidence", type=float, default=0.9, help="the least probability a pseudo-label needs")
 p.add_argument("--seed", type=int, default=0)
 p.add_argument("--eval-every", type=int, default=10)
 a = p.parse_args()
@@ -46,10 +50,11 @@ model = SentimentClassifier(784, 10, [int(h) for h in a.hidden.split(",")], "ReL
 opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=WEIGHT_DECAY)
 n = len(ytr)
 steps = math.ceil(n / BATCH)
-total = steps * a.epochs
-sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+progress = [0.0]  # the share of the run done: the cosine follows it however many steps an epoch has
+sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(progress[0], 1))))
 gen = torch.Generator().manual_seed(a.seed)
 swa = torch.optim.swa_utils.AveragedModel(model) if a.swa else None
+pixel_dropout = Dropout(a.input_dropout)
 swa_from = a.epochs - int(round(a.swa * a.epochs)) + 1
 
 
@@ -70,15 +75,24 @@ def erase(x):
 
 
 @torch.no_grad()
-def dev_accuracy(m):
+def probabilities(m, x):
     m.eval()
     with torch.autocast("cpu", torch.bfloat16):
-        probs = torch.cat([m(xb).float().softmax(1) + m(xb.flip(-1)).float().softmax(1) for xb in xdv.split(2000)])
-    return (probs.argmax(1) == ydv).float().mean().item()
+        return torch.cat([(m(xb).float().softmax(1) + m(xb.flip(-1)).float().softmax(1)) / 2 for xb in x.split(2000)])
+
+
+def dev_accuracy(m):
+    return (probabilities(m, xdv).argmax(1) == ydv).float().mean().item()
 
 
 t0 = time.time()
 for epoch in range(1, a.epochs + 1):
+    if a.pseudo and epoch == a.pseudo:  # the test images the model is sure of join the training images
+        p, guess = probabilities(model, d["test"][0]).max(1)
+        sure = p >= a.pseudo_confidence
+        xtr, ytr = torch.cat([d["train"][0], d["test"][0][sure]]), torch.cat([d["train"][1], guess[sure]])
+        n, steps = len(ytr), math.ceil(len(ytr) / BATCH)
+        print(f"epoch {epoch}: {int(sure.sum())} test images pseudo-labelled", flush=True)
     model.train()
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(a.seed * 100003 + epoch))
     for i in range(steps):
@@ -92,6 +106,7 @@ for epoch in range(1, a.epochs + 1):
             xb = batch_augment(xb, gen, a.translate, 0.5)
         if a.erase:
             xb = erase(xb)
+        xb = pixel_dropout(xb)
         target = F.one_hot(yb, 10).float() * (1 - SMOOTHING) + SMOOTHING / 10
         if a.mixup and torch.rand(1, generator=gen).item() < a.mixed:
             lam = float(torch.distributions.Beta(a.mixup, a.mixup).sample())
@@ -103,6 +118,7 @@ for epoch in range(1, a.epochs + 1):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        progress[0] = (epoch - 1 + (i + 1) / steps) / a.epochs
         sched.step()
     if swa is not None and epoch >= swa_from:
         swa.update_parameters(model)
