@@ -1,13 +1,14 @@
 """Ideas for the Fashion-MNIST MLP, each measured in one plain loop (hw3.md, Part 3): random erasing, mixup, 1-pixel
-shifts of a share of the images, weight averaging (SWA), batch norm, width, depth and length. Same split,
-normalisation and recipe as configs/fashion_mlp.toml (AdamW 2e-3, cosine to 0 per step, batches of 512, label
+shifts of a share of the images, weight averaging (SWA), dropout on the pixels, pseudo-labelled test images,
+batch norm, width, depth and length. Same split, normalisation and recipe as configs/fashion_mlp.toml before its
+weight decay rose to 0.2 (AdamW 2e-3 with weight decay 1e-4, cosine to 0 per step, batches of 512, label
 smoothing 0.1, dropout 0.3, random mirror images, bf16 autocast; dev predicted from the probabilities of each
 image and its mirror averaged, where the toolkit averages their logits); it prints dev every EVAL_EVERY epochs
-and the last epoch's. Only batch norm won, and it is in the toolkit (config batch_norm); erasing, mixup and SWA
-are not.
+and the last epoch's. Only batch norm won, and it is in the toolkit (config batch_norm); the rest are not.
 
     python -m tools.fashion_mlp_ideas --data-dir DIR [--bn] [--erase P] [--mixup ALPHA] [--translate 1 --shifted P]
-        [--swa FRACTION] [--hidden 1024,1024] [--epochs 60] [--lr 2e-3] [--dropout 0.3] [--seed 0]
+        [--swa FRACTION] [--input-dropout P] [--pseudo EPOCH [--pseudo-confidence 0.9]] [--hidden 1024,1024]
+        [--epochs 60] [--lr 2e-3] [--dropout 0.3] [--seed 0]
 """
 import argparse
 import json
