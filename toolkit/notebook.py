@@ -154,7 +154,7 @@ def hand_over(out):
 
 def finish():
     """On Colab with the Drive mounted: write every file through to Google Drive and unmount it, so that nothing
-    is left in Drive's local staging when the session ends. Elsewhere nothing to do."""
+    is left in Drive's local staging when Colab recycles the machine. Elsewhere nothing to do."""
     if in_colab() and Path(DRIVE).is_dir() and os.path.ismount(DRIVE):
         from google.colab import drive
         drive.flush_and_unmount()
