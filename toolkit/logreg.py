@@ -18,6 +18,14 @@ def to_scipy(x):
     return sp.csr_matrix(tuple(a.numpy().copy() for a in arrays), shape=x.shape)
 
 
+def logistic_regression(C, num_classes, seed):
+    """scikit-learn's L2 logistic regression as the toolkit fits it: liblinear for two classes, the multinomial
+    model (lbfgs) for more."""
+    if num_classes == 2:
+        return LogisticRegression(C=C, solver="liblinear", random_state=seed)
+    return LogisticRegression(C=C, max_iter=1000, random_state=seed)
+
+
 def fit_logreg(x, y, C, seed=0, num_classes=2):
     """SentimentClassifier(hidden_dims=[]) holding the weights of an L2 logistic regression fitted to x, y.
 
@@ -26,12 +34,11 @@ def fit_logreg(x, y, C, seed=0, num_classes=2):
     classes: the multinomial model (lbfgs), whose scores are the logits; a class missing from these rows
     gets a logit far below the others."""
     rows, y = to_scipy(x), y.cpu().numpy()
+    fitted = logistic_regression(C, num_classes, seed).fit(rows, y)
     if num_classes == 2:
-        fitted = LogisticRegression(C=C, solver="liblinear", random_state=seed).fit(rows, y)
         w, b = fitted.coef_[0] / 2, fitted.intercept_[0] / 2
         weight, bias = np.stack([-w, w], 1), np.array([-b, b])
     else:
-        fitted = LogisticRegression(C=C, max_iter=1000, random_state=seed).fit(rows, y)
         weight, bias = np.zeros((x.shape[1], num_classes), np.float32), np.full(num_classes, -30.0)
         weight[:, fitted.classes_], bias[fitted.classes_] = fitted.coef_.T, fitted.intercept_
     model = SentimentClassifier(x.shape[1], num_classes, [], sparse_input=True)
@@ -54,14 +61,13 @@ def self_train(x, y, unlabeled, C, rounds, margin):
     for _ in range(rounds):
         x_fit, y_fit = sp.vstack([x, unlabeled[rows]]).tocsr(), np.concatenate([y, guess])
         r = sp.diags(nb_ratios(x_fit, y_fit))
-        if len(np.unique(y_fit)) == 2:
-            fitted = LogisticRegression(C=C, solver="liblinear").fit(x_fit @ r, y_fit)
-            p = fitted.predict_proba(unlabeled @ r)[:, 1]
-            rows = np.flatnonzero(np.abs(p - 0.5) >= margin)
-            guess = (p[rows] > 0.5).astype(y.dtype)
+        classes = len(np.unique(y_fit))
+        fitted = logistic_regression(C, classes, seed=None).fit(x_fit @ r, y_fit)
+        p = fitted.predict_proba(unlabeled @ r)
+        if classes == 2:
+            rows = np.flatnonzero(np.abs(p[:, 1] - 0.5) >= margin)
+            guess = (p[rows, 1] > 0.5).astype(y.dtype)
         else:
-            fitted = LogisticRegression(C=C, max_iter=1000).fit(x_fit @ r, y_fit)
-            p = fitted.predict_proba(unlabeled @ r)
             rows = np.flatnonzero(p.max(1) >= 0.5 + margin)
             guess = fitted.classes_[p[rows].argmax(1)].astype(y.dtype)
     return sp.vstack([x, unlabeled[rows]]).tocsr(), np.concatenate([y, guess])

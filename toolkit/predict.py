@@ -22,10 +22,10 @@ def load_checkpoint(run_dir, name="model.pt"):
     path = Path(run_dir) / name
     if not path.is_file():
         metrics = Path(run_dir) / "metrics.json"
-        if metrics.is_file() and not json.loads(metrics.read_text())["config"].get("keep_weights", True):
-            raise UserError(f"{path}: no checkpoint; the run kept no weights (keep_weights = false, as in a sweep)")
-        if metrics.is_file():  # a run that diverged in its first epoch saves no model
-            raise UserError(f"{path}: no checkpoint; the run kept none ({metrics} says why)")
+        if metrics.is_file():
+            if not json.loads(metrics.read_text())["config"].get("keep_weights", True):
+                raise UserError(f"{path}: no checkpoint; the run kept no weights (keep_weights = false, as in a sweep)")
+            raise UserError(f"{path}: no checkpoint; the run kept none ({metrics} says why)")  # diverged at once
         raise UserError(f"{path}: no checkpoint (train with `main.py run` first)")
     try:
         checkpoint = safe_load(path)
