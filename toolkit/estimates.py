@@ -1,6 +1,7 @@
 """The withheld test's accuracy as a dev accuracy predicts it, from runs of the same kind scored on that test (the
-task row's `scored`: kind, dev %, test %). A kind is the model and what it reads: a self-trained model reads the
-dev texts too, which narrows its gap to the test. The estimate is dev plus the scored runs' offsets, given as
+task row's `scored`: kind, dev %, test %). A kind is the model, what it reads and what it learns from: a
+self-trained model reads the dev texts too, which narrows its gap to the test, and the submission of a refitted one
+comes from a model that also trained on the dev rows. The estimate is dev plus the scored runs' offsets, given as
 their range, so it covers every pair we have; with fewer than two like pairs, or on another split than the one
 they were scored on, none is printed and the line says why."""
 from toolkit.tasks import TASKS
@@ -10,8 +11,10 @@ LIKE_PAIRS = 2  # the fewest scored runs of a kind that give a range
 
 
 def kind_of(config):
-    """A run's kind, as the scored pairs name it: the model, and whether it read the dev and test texts."""
-    return config["model"] + (", self-trained" if config.get("self_train") else "")
+    """A run's kind, as the scored pairs name it: the model, whether it read the dev and test texts, and whether
+    its submission came from a refit on train + dev."""
+    return (config["model"] + (", self-trained" if config.get("self_train") else "")
+            + (", refitted" if config.get("refit") else ""))
 
 
 def offsets(config):
