@@ -28,7 +28,9 @@ def notebook_cell(out, data_dir, die_at=None):
                 return take(x, idx)
             train.take = dying
         import main
-        settings = dict(epochs=3, max_train=120, dev_size=50, plots=False, device="cpu", checkpoint_minutes=0)
+        # refit off: its batches would shift the counts below (a refit has no last.pt: a kill in it trains again)
+        settings = dict(epochs=3, max_train=120, dev_size=50, plots=False, device="cpu", checkpoint_minutes=0,
+                        refit=False)
         main.run_config("configs/fashion_mlp.toml", data_dir={str(data_dir)!r}, out={str(out)!r}, **settings)
         main.explore_mlp_learning_rates(data_dir={str(data_dir)!r}, out={str(out)!r}, epochs=2, max_train=60,
                                         dev_size=50, hidden_dims=[8], min_df=1, plots=False, device="cpu",
