@@ -118,6 +118,7 @@ def new_run_dir(out_root, name, overwrite=False):
     """Hold OUT/<name> when it holds no run (or overwrite: its old results deleted), else the first free
     OUT/<name>-2, -3, ...; says on stdout why a numbered folder was chosen."""
     first = Path(out_root) / name
+    root_made = not first.parent.exists()
     if overwrite:
         with hold(first):
             clear(first)
@@ -141,9 +142,19 @@ def new_run_dir(out_root, name, overwrite=False):
     except (UserError, KeyboardInterrupt):
         if made:  # a run stopped before writing anything (bad data, say) leaves no empty folder behind; a fault
             remove_if_bare(folder)  # of the machine leaves the folder its one line names as kept
+            if root_made:  # nor an empty --out folder where there was none
+                remove_if_empty(first.parent)
         raise
     finally:
         f.close()
+
+
+def remove_if_empty(folder):
+    """Remove `folder` when nothing is in it (another run may just have put its own folder there)."""
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
 
 
 def remove_if_bare(folder):
