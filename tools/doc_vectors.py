@@ -16,7 +16,9 @@ import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 
 from toolkit.config import load_config
+from toolkit.data import ROOT
 from toolkit.features import nb_ratios, text_features, weigh
+from toolkit.logreg import logistic_regression
 from toolkit.tasks import load_raw
 from toolkit.tensors import split
 
@@ -33,7 +35,7 @@ a = p.parse_args()
 torch.manual_seed(0)
 
 # the sentiment config's dev split and n-grams (every one in two training reviews or more), binary
-config = load_config("configs/sentiment_mlp.toml")
+config = load_config(ROOT / "configs" / "sentiment_mlp.toml")
 raw = load_raw("sentiment", a.data_dir, config)
 texts, labels = raw["train"]
 tr, dev_texts, dev_y = split(raw, config)
@@ -89,7 +91,7 @@ for epoch in range(1, a.epochs + 1):
 
 acc, c, p_vectors = doc_vector_model()
 x_train, x_dev = weigh(matrices[:2], nb_ratios(matrices[0], labels[tr]))
-p_nb = LogisticRegression(C=config["C"], solver="liblinear").fit(x_train, labels[tr]).predict_proba(x_dev)[:, 1]
+p_nb = logistic_regression(config["C"], 2, seed=None).fit(x_train, labels[tr]).predict_proba(x_dev)[:, 1]
 print(f"NB logistic regression: dev acc {((p_nb > 0.5) == dev_y).mean():.4f}")
 for w in (0.2, 0.3, 0.5):
     print(f"mixed with the vectors' at weight {w}: dev acc {(((1 - w) * p_nb + w * p_vectors > 0.5) == dev_y).mean():.4f}")
