@@ -118,12 +118,12 @@ def new_run_dir(out_root, name, overwrite=False):
     """Hold OUT/<name> when it holds no run (or overwrite: its old results deleted), else the first free
     OUT/<name>-2, -3, ...; says on stdout why a numbered folder was chosen."""
     first = Path(out_root) / name
-    root_made = not first.parent.exists()
     if overwrite:
         with hold(first):
             clear(first)
             yield first
         return
+    root_made = not first.parent.exists()
     for k in count(1):
         folder = first if k == 1 else first.with_name(f"{name}-{k}")
         if used(folder) or folder.exists() and not folder.is_dir():
